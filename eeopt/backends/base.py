@@ -1,0 +1,112 @@
+"""The one Backend protocol every engine implements, and the input checks they share."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from eeopt.errors import BackendUnavailableError, DataError
+from eeopt.manifest import TensorSpec
+
+__all__ = ["Backend", "CompiledSegment", "check_inputs", "get_backend", "BACKENDS"]
+
+
+@runtime_checkable
+class CompiledSegment(Protocol):
+    """One compiled stage: runs a dict of named arrays to a dict of named arrays."""
+
+    input_specs: tuple[TensorSpec, ...]
+    output_names: tuple[str, ...]
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def available(self) -> bool: ...
+
+    def version(self) -> str: ...
+
+    def compile(
+        self, model: bytes, input_specs: Sequence[TensorSpec], output_names: Sequence[str]
+    ) -> CompiledSegment: ...
+
+
+def check_inputs(
+    specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray], *, what: str = "program"
+) -> int:
+    """Check names, dtypes and fixed dims of ``inputs`` against ``specs``; return the batch size.
+
+    Raises ``DataError`` with one line naming the input and what was expected.
+    """
+    expected = ", ".join(s.describe() for s in specs)
+    names = {s.name for s in specs}
+    for s in specs:
+        if s.name not in inputs:
+            raise DataError(f"missing input {s.name!r}; the {what} expects: {expected}")
+    extra = sorted(set(inputs) - names)
+    if extra:
+        raise DataError(f"unknown input {extra[0]!r}; the {what} expects: {expected}")
+    batch: int | None = None
+    symbols: dict[str, int] = {}
+    for s in specs:
+        arr = inputs[s.name]
+        if not isinstance(arr, np.ndarray):
+            raise DataError(f"input {s.name!r} must be a numpy array, got {type(arr).__name__}")
+        if arr.dtype != np.dtype(s.dtype):
+            raise DataError(
+                f"input {s.name!r} has dtype {arr.dtype}, expected {s.dtype}; convert it with "
+                f".astype(np.{s.dtype})"
+            )
+        if arr.ndim != len(s.shape):
+            raise DataError(
+                f"input {s.name!r} has shape {list(arr.shape)}, expected rank {len(s.shape)}: "
+                f"{s.describe()}"
+            )
+        for axis, (got, want) in enumerate(zip(arr.shape, s.shape, strict=True)):
+            if axis == s.batch_axis:
+                if batch is None:
+                    batch = got
+                elif got != batch:
+                    raise DataError(
+                        f"input {s.name!r} has batch size {got} but another input has {batch}; "
+                        "all inputs must share the batch dimension"
+                    )
+            elif isinstance(want, int) and got != want:
+                raise DataError(
+                    f"input {s.name!r} has shape {list(arr.shape)}; axis {axis} must be {want} "
+                    f"({s.describe()})"
+                )
+            elif isinstance(want, str):
+                if symbols.setdefault(want, got) != got:
+                    raise DataError(
+                        f"input {s.name!r} axis {axis} is {got}, but dimension {want!r} is "
+                        f"{symbols[want]} in another input"
+                    )
+    return 0 if batch is None else int(batch)
+
+
+def _ort() -> Backend:
+    from eeopt.backends.ort import OrtBackend
+
+    return OrtBackend()
+
+
+BACKENDS = {"onnxruntime": _ort, "ort": _ort}
+
+
+def get_backend(name: str) -> Backend:
+    try:
+        factory = BACKENDS[name]
+    except KeyError:
+        raise BackendUnavailableError(
+            f"unknown backend {name!r}; available: {', '.join(sorted(set(BACKENDS)))}"
+        ) from None
+    backend = factory()
+    if not backend.available():
+        raise BackendUnavailableError(f"backend {name!r} is not available on this machine")
+    return backend

@@ -1,0 +1,312 @@
+"""compile(): multi-exit model -> graph passes -> one ONNX Runtime stage per exit -> program dir.
+
+Pipeline:
+  capture -> [NameNodes, RemoveDeadNodes, CheckModel]                  whole model
+          -> find_exit_heads -> compute_cuts -> probe_tensors          analyses
+          -> extract_stages -> per stage [FuseGate?, RemoveDeadNodes, CheckModel]
+          -> write stage files + manifest into a temporary directory
+          -> verify: chained stages reproduce the original on random inputs, else fail
+          -> rename into place
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from eeopt import __version__
+from eeopt.capture import capture, input_specs, random_inputs, tile_inputs
+from eeopt.errors import EEOptError, UnsupportedModelError, UsageError
+from eeopt.graph import ModelGraph
+from eeopt.kernels.reference import GATE_FEATURES
+from eeopt.manifest import (
+    GateSpec,
+    Manifest,
+    StageSpec,
+    TensorSpec,
+    save_manifest,
+    sha256_file,
+    write_program_dir,
+)
+from eeopt.passes import (
+    GATE_PREFIX,
+    THRESHOLD_INPUT,
+    CheckModel,
+    CutPlan,
+    FuseGate,
+    NameNodes,
+    PassManager,
+    RemoveDeadNodes,
+    compute_cuts,
+    extract_stages,
+    find_exit_heads,
+    probe_tensors,
+    stage_logits_name,
+)
+
+__all__ = [
+    "compile",
+    "VerificationError",
+    "prepare",
+    "Prepared",
+    "check_threshold_values",
+    "resolve_thresholds",
+    "verify_program",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class VerificationError(EEOptError):
+    """The compiled stages do not reproduce the original model."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The analysed model, before stage files are written."""
+
+    graph: ModelGraph
+    plan: CutPlan
+    inputs: tuple[TensorSpec, ...]
+    specs: dict[str, TensorSpec]
+    num_classes: int
+    example: dict[str, np.ndarray] | None
+
+
+def _example_feeds(
+    example_inputs: Any, specs: Sequence[TensorSpec]
+) -> dict[str, np.ndarray] | None:
+    if example_inputs is None:
+        return None
+    if isinstance(example_inputs, Mapping):
+        items = dict(example_inputs)
+    else:
+        seq = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+        if len(seq) != len(specs):
+            raise UsageError(f"got {len(seq)} example inputs; the model has {len(specs)}")
+        items = {s.name: v for s, v in zip(specs, seq, strict=True)}
+    out: dict[str, np.ndarray] = {}
+    for k, v in items.items():
+        if hasattr(v, "detach"):  # a torch tensor
+            v = v.detach().cpu().numpy()
+        out[k] = np.asarray(v)
+    return out
+
+
+def prepare(model: Any, *, example_inputs: Any = None) -> Prepared:
+    """Capture and analyse ``model``: passes, exit heads, cuts and carried-tensor specs."""
+    graph = capture(model, example_inputs=example_inputs)
+    graph = PassManager([NameNodes(), RemoveDeadNodes(), CheckModel("the input model")])(
+        graph
+    ).graph
+    heads = find_exit_heads(graph)
+    plan = compute_cuts(graph, heads)
+    inputs = input_specs(graph)
+    example = _example_feeds(example_inputs, inputs)
+
+    def feeds(batch: int) -> dict[str, np.ndarray]:
+        if example is not None:
+            return tile_inputs(example, batch)
+        return random_inputs(inputs, batch, seed=batch)
+
+    wanted = list(plan.carried) + [h.output for h in heads.heads]
+    try:
+        specs = probe_tensors(graph, wanted, feeds)
+    except EEOptError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UnsupportedModelError(
+            f"running the model on sample inputs failed ({first}); if its inputs need "
+            "particular values or sizes, pass example_inputs (--example-inputs)"
+        ) from exc
+    for s in inputs:
+        specs[s.name] = s
+    classes = set()
+    for h in heads.heads:
+        sp = specs[h.output]
+        if len(sp.shape) != 2 or sp.batch_axis != 0 or not isinstance(sp.shape[1], int):
+            raise UnsupportedModelError(
+                f"exit output {h.output!r} has shape {list(sp.shape)}; every exit must return "
+                "[batch, classes] logits"
+            )
+        if np.dtype(sp.dtype).kind != "f":
+            raise UnsupportedModelError(f"exit output {h.output!r} is {sp.dtype}, not floats")
+        classes.add(sp.shape[1])
+    if len(classes) != 1:
+        raise UnsupportedModelError(
+            f"the exits disagree on the number of classes: {sorted(classes)}"  # type: ignore[type-var]
+        )
+    num_classes = int(classes.pop())  # type: ignore[arg-type]
+    if num_classes < 2:
+        raise UnsupportedModelError("the exits have 1 class; a gate needs at least 2")
+    return Prepared(graph, plan, inputs, specs, num_classes, example)
+
+
+def check_threshold_values(threshold: float | None, thresholds: Sequence[float] | None) -> None:
+    """Usage checks that need no model: exactly one of the two, each value in (0, 1]."""
+    if threshold is not None and thresholds is not None:
+        raise UsageError("pass either --threshold or --thresholds, not both")
+    if threshold is None and thresholds is None:
+        raise UsageError(
+            "no thresholds: pass --threshold T (one for every exit) or --thresholds t0,t1,... "
+            "(one per early exit)"
+        )
+    vals = [threshold] if threshold is not None else list(thresholds or [])
+    for v in vals:
+        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 < v <= 1.0):
+            raise UsageError(f"threshold {v} is out of range: each must satisfy 0 < T <= 1")
+
+
+def resolve_thresholds(
+    num_gated: int, threshold: float | None, thresholds: Sequence[float] | None
+) -> list[float]:
+    """One threshold per early exit, checked."""
+    check_threshold_values(threshold, thresholds)
+    if threshold is not None:
+        return [float(threshold)] * num_gated
+    vals = [float(t) for t in thresholds or []]
+    if len(vals) != num_gated:
+        raise UsageError(
+            f"got {len(vals)} thresholds; the model has {num_gated} early exits, so pass "
+            f"{num_gated} values (the final classifier has no gate)"
+        )
+    return vals
+
+
+def _build_stages(prep: Prepared, thresholds: Sequence[float]) -> list[tuple[onnx.ModelProto,
+                                                                             StageSpec]]:
+    stage_graphs = extract_stages(prep.graph, prep.plan, prep.specs)
+    last = len(stage_graphs) - 1
+    built = []
+    for cut, sg in zip(prep.plan.stages, stage_graphs, strict=True):
+        logits = stage_logits_name(cut)
+        passes = [] if cut.index == last else [FuseGate(logits)]
+        passes += [RemoveDeadNodes(), CheckModel(f"stage {cut.index}")]
+        sg = PassManager(passes)(sg).graph
+        gate = None
+        if cut.index != last:
+            gate = GateSpec("maxprob", float(thresholds[cut.index]), GATE_FEATURES)
+        spec = StageSpec(
+            index=cut.index,
+            file=f"stage{cut.index}.onnx",
+            sha256="",
+            exit_output=cut.output,
+            inputs=tuple(prep.specs[t] for t in cut.inputs),
+            produces=tuple(prep.specs[t] for t in cut.produces),
+            carry_after=cut.carry_after,
+            logits=logits,
+            decision=None if gate is None else f"{GATE_PREFIX}/decision",
+            features=None if gate is None else f"{GATE_PREFIX}/features",
+            threshold_input=None if gate is None else THRESHOLD_INPUT,
+            gate=gate,
+            nodes=len(sg.graph.node),
+        )
+        built.append((sg.model, spec))
+    return built
+
+
+def verify_program(
+    program: Any,
+    graph: ModelGraph,
+    prep: Prepared,
+    *,
+    batches: Sequence[int] = (3, 1),
+    rtol: float = 1e-4,
+    atol: float = 1e-5,
+) -> float:
+    """Chained stages must reproduce every exit of the original model; returns the max error."""
+    from eeopt.backends.ort import make_session
+
+    session = make_session(graph.model.SerializeToString())
+    worst = 0.0
+    for i, b in enumerate(batches):
+        feeds = (
+            tile_inputs(prep.example, b)
+            if prep.example is not None
+            else random_inputs(prep.inputs, b, seed=1000 + i)
+        )
+        want = session.run(graph.output_names, feeds)
+        got = program.run_all(feeds)
+        for k, (w, g) in enumerate(zip(want, got, strict=True)):
+            w = np.asarray(w, dtype=np.float32)
+            err = float(np.max(np.abs(w - g))) if w.size else 0.0
+            worst = max(worst, err)
+            if not np.allclose(g, w, rtol=rtol, atol=atol):
+                raise VerificationError(
+                    f"stage {k} does not reproduce exit {graph.output_names[k]!r} at batch {b} "
+                    f"(max abs error {err:.3g}); please report this model to eeopt"
+                )
+    return worst
+
+
+def compile(  # noqa: A001 - mirrors the CLI verb
+    model: Any,
+    out: str | os.PathLike[str],
+    *,
+    example_inputs: Any = None,
+    threshold: float | None = None,
+    thresholds: Sequence[float] | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    verify: bool = True,
+) -> Any:
+    """Compile a multi-exit model (ONNX path, ``onnx.ModelProto`` or torch module) into a
+    program directory at ``out`` and return the loaded ``Program``."""
+    from eeopt.backends.ort import OrtBackend, configure_threads
+    from eeopt.runtime import Program, load
+
+    check_threshold_values(threshold, thresholds)  # before any expensive work
+    dest = Path(out)
+    if dest.exists() and not force:
+        raise UsageError(f"{dest} already exists; pass --force (force=True) to replace it")
+    configure_threads(threads)
+    prep = prepare(model, example_inputs=example_inputs)
+    num_exits = len(prep.plan.stages)
+    thr = resolve_thresholds(num_exits - 1, threshold, thresholds)
+    built = _build_stages(prep, thr)
+    backend = OrtBackend(threads)
+
+    source: dict[str, Any] = {"outputs": prep.graph.output_names}
+    if isinstance(model, (str, os.PathLike)):
+        source["file"] = os.fspath(model)
+        source["sha256"] = sha256_file(Path(model))
+
+    def fill(tmp: Path) -> None:
+        stages = []
+        for stage_model, spec in built:
+            path = tmp / spec.file
+            onnx.save(stage_model, os.fspath(path))
+            stages.append(StageSpec(**{**spec.__dict__, "sha256": sha256_file(path)}))
+        manifest = Manifest(
+            eeopt_version=__version__,
+            backend=backend.name,
+            backend_version=backend.version(),
+            onnx_opset=prep.graph.opset,
+            inputs=prep.inputs,
+            num_classes=prep.num_classes,
+            stages=tuple(stages),
+            source=source,
+            settings={
+                "policy": "maxprob",
+                "thresholds": thr,
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "onnx_version": onnx.__version__,
+            },
+        )
+        save_manifest(manifest, tmp)
+        if verify:
+            worst = verify_program(Program(tmp, manifest, threads), prep.graph, prep)
+            logger.info("verified: stages reproduce every exit (max abs error %.2e)", worst)
+
+    write_program_dir(dest, fill, force=force)
+    return load(dest, threads)

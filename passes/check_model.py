@@ -1,0 +1,26 @@
+"""CheckModel: run onnx.checker (full check) on the graph; an analysis that changes nothing."""
+
+from __future__ import annotations
+
+import onnx
+
+from eeopt.errors import UnsupportedModelError
+from eeopt.graph import ModelGraph
+from eeopt.passes._infra import Pass, PassResult
+
+__all__ = ["CheckModel"]
+
+
+class CheckModel(Pass):
+    """Fail with the checker's first line if the model is not valid ONNX."""
+
+    def __init__(self, what: str = "model") -> None:
+        self.what = what
+
+    def call(self, graph: ModelGraph) -> PassResult:
+        try:
+            onnx.checker.check_model(graph.model, full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnsupportedModelError(f"{self.what} is not valid ONNX: {first}") from exc
+        return PassResult(graph, False, {})

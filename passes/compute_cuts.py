@@ -1,0 +1,173 @@
+"""compute_cuts: split the model into one stage per exit and find what crosses each cut.
+
+An analysis: it never touches the graph. Every node runs in the first stage whose exit needs it,
+so a row that leaves early never pays for layers only later exits use, and nothing upstream is
+recomputed downstream. The tensors that cross a cut (a residual skip, a dense skip that reaches
+further, a graph input such as an attention mask read again later) are carried by the runtime
+and compacted with the batch.
+
+The exception is shape arithmetic: constants and chains such as Shape -> Gather -> Concat whose
+value depends only on shapes. A carried shape would go stale when the batch is compacted, so each
+stage that needs such a value recomputes it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from eeopt.errors import UnsupportedModelError
+from eeopt.graph import ModelGraph
+from eeopt.passes.find_exit_heads import ExitHeads
+
+__all__ = ["StageCut", "CutPlan", "compute_cuts", "shape_only_nodes"]
+
+logger = logging.getLogger(__name__)
+
+#: ops whose output depends only on the *shape* of their input
+_SHAPE_OPS = frozenset({"Shape", "Size"})
+#: ops without inputs whose value is fixed
+_CONST_OPS = frozenset({"Constant"})
+
+
+@dataclass(frozen=True)
+class StageCut:
+    index: int
+    output: str
+    """The exit's logits tensor."""
+    nodes: tuple[str, ...]
+    """Nodes the stage runs, in topological order, recomputed shape arithmetic included."""
+    recomputed: tuple[str, ...]
+    """Shape-only nodes this stage recomputes rather than receives."""
+    inputs: tuple[str, ...]
+    """Tensors the stage reads from earlier stages or from the graph inputs."""
+    produces: tuple[str, ...]
+    """Tensors the stage computes and later stages read (new carried tensors)."""
+    carry_after: tuple[str, ...]
+    """Every tensor alive after this stage: what crosses the cut behind it."""
+
+
+@dataclass(frozen=True)
+class CutPlan:
+    stages: tuple[StageCut, ...]
+    graph_inputs: tuple[str, ...]
+
+    @property
+    def carried(self) -> tuple[str, ...]:
+        """Every tensor that crosses at least one cut, in first-seen order."""
+        seen: dict[str, None] = {}
+        for s in self.stages:
+            for t in s.carry_after:
+                seen.setdefault(t, None)
+        return tuple(seen)
+
+
+def shape_only_nodes(graph: ModelGraph) -> frozenset[str]:
+    """Nodes whose outputs depend only on constants and tensor shapes, never on tensor values."""
+    shape_only: set[str] = set()
+    shape_tensors: set[str] = set(graph.initializer_names)
+    for node in graph.graph.node:
+        ins = graph.inputs_of[node.name]
+        if node.op_type in _SHAPE_OPS and node.domain in ("", "ai.onnx"):
+            ok = True
+        elif not ins:
+            ok = node.op_type in _CONST_OPS and node.domain in ("", "ai.onnx")
+        else:
+            ok = all(t in shape_tensors for t in ins) and not _has_subgraph(node)
+        if ok:
+            shape_only.add(node.name)
+            shape_tensors.update(o for o in node.output if o)
+    return frozenset(shape_only)
+
+
+def _has_subgraph(node: object) -> bool:
+    import onnx
+
+    assert isinstance(node, onnx.NodeProto)
+    return any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute
+    )
+
+
+def compute_cuts(graph: ModelGraph, heads: ExitHeads) -> CutPlan:
+    outputs = [h.output for h in heads.heads]
+    shape_only = shape_only_nodes(graph)
+    for k, out in enumerate(outputs):
+        if graph.producer[out] in shape_only:
+            raise UnsupportedModelError(
+                f"exit output {out!r} is a constant or shape computation, not logits"
+            )
+
+    stage_of: dict[str, int] = {}
+    for k, needed in enumerate(heads.needed):
+        for n in needed:
+            if n not in shape_only and n not in stage_of:
+                stage_of[n] = k
+
+    graph_inputs = tuple(graph.input_names)
+    produced_by_stage: dict[str, int] = {}
+    for n, k in stage_of.items():
+        for t in graph.node_by_name[n].output:
+            if t:
+                produced_by_stage[t] = k
+
+    stage_nodes: list[list[str]] = []
+    stage_recomputed: list[list[str]] = []
+    stage_inputs: list[list[str]] = []
+    for k, out in enumerate(outputs):
+        core = {n for n, s in stage_of.items() if s == k}
+        members = set(core)
+        work = list(core)
+        while work:
+            n = work.pop()
+            for t in graph.inputs_of[n]:
+                p = graph.producer.get(t)
+                if p is not None and p in shape_only and p not in members:
+                    members.add(p)
+                    work.append(p)
+        ordered = sorted(members, key=graph.order.__getitem__)
+        produced = {t for n in ordered for t in graph.node_by_name[n].output if t}
+        reads: dict[str, None] = {}
+        for n in ordered:
+            for t in graph.inputs_of[n]:
+                if t not in produced and t not in graph.initializer_names:
+                    reads.setdefault(t, None)
+        if out not in produced:
+            reads.setdefault(out, None)  # the exit is a tensor an earlier stage made
+        for t in reads:
+            src = produced_by_stage.get(t)
+            if t not in graph_inputs and (src is None or src >= k):
+                raise UnsupportedModelError(
+                    f"stage {k} reads tensor {t!r}, which no earlier stage or graph input "
+                    "provides; the model's node order or outputs are inconsistent"
+                )
+        stage_nodes.append(ordered)
+        stage_recomputed.append([n for n in ordered if n in shape_only])
+        stage_inputs.append(list(reads))
+
+    stages: list[StageCut] = []
+    for k, out in enumerate(outputs):
+        later_reads: dict[str, None] = {}
+        for j in range(k + 1, len(outputs)):
+            for t in stage_inputs[j]:
+                later_reads.setdefault(t, None)
+        carry_after = tuple(
+            t for t in later_reads if t in graph_inputs or produced_by_stage.get(t, k + 1) <= k
+        )
+        produces = tuple(t for t in carry_after if produced_by_stage.get(t) == k)
+        stages.append(
+            StageCut(
+                index=k,
+                output=out,
+                nodes=tuple(stage_nodes[k]),
+                recomputed=tuple(stage_recomputed[k]),
+                inputs=tuple(stage_inputs[k]),
+                produces=produces,
+                carry_after=carry_after,
+            )
+        )
+        logger.debug(
+            "stage %d: %d nodes (%d recomputed), reads %s, passes on %s",
+            k, len(stage_nodes[k]), len(stage_recomputed[k]), stage_inputs[k], list(produces),
+        )
+    return CutPlan(tuple(stages), graph_inputs)

@@ -1,0 +1,83 @@
+"""find_exit_heads: which nodes form each exit's head, and which backbone tensors it reads.
+
+An analysis: it never touches the graph. The exits are the model's outputs, earliest first. The
+head of exit k is the set of nodes that feed exit k's output and no other output; everything an
+exit needs beyond its head is backbone, shared with at least one other exit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from eeopt.errors import UnsupportedModelError
+from eeopt.graph import ModelGraph
+
+__all__ = ["ExitHead", "ExitHeads", "find_exit_heads"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExitHead:
+    index: int
+    output: str
+    nodes: frozenset[str]
+    reads: tuple[str, ...]
+    """Backbone tensors and graph inputs the head reads (sorted)."""
+
+
+@dataclass(frozen=True)
+class ExitHeads:
+    heads: tuple[ExitHead, ...]
+    needed: tuple[frozenset[str], ...]
+    """Per exit: every node its output depends on (head and backbone)."""
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.heads)
+
+
+def find_exit_heads(graph: ModelGraph) -> ExitHeads:
+    outputs = graph.output_names
+    if len(outputs) < 2:
+        raise UnsupportedModelError(
+            f"the model has {len(outputs)} output(s); a multi-exit model needs one output per "
+            "exit (earliest first, final classifier last), so at least 2"
+        )
+    if len(set(outputs)) != len(outputs):
+        raise UnsupportedModelError("two model outputs share a name; give each exit its own")
+    inputs = set(graph.input_names)
+    for name in outputs:
+        if name in inputs or name in graph.initializer_names:
+            raise UnsupportedModelError(
+                f"output {name!r} is a graph input or constant, not an exit's logits"
+            )
+        if name not in graph.producer:
+            raise UnsupportedModelError(f"output {name!r} is produced by no node")
+
+    needed = [frozenset(graph.ancestors_of_tensor(o)) for o in outputs]
+    for k in range(len(outputs) - 1):
+        if needed[k + 1] < needed[k]:
+            raise UnsupportedModelError(
+                f"exit {outputs[k + 1]!r} needs only part of what {outputs[k]!r} needs: list the "
+                "outputs earliest exit first and the final classifier last"
+            )
+
+    heads = []
+    for k, out in enumerate(outputs):
+        others: set[str] = set()
+        for j, nd in enumerate(needed):
+            if j != k:
+                others |= nd
+        head = frozenset(needed[k] - others)
+        reads: set[str] = set()
+        for n in head:
+            for t in graph.inputs_of[n]:
+                if t in graph.initializer_names:
+                    continue
+                if graph.producer.get(t) not in head:
+                    reads.add(t)
+        heads.append(ExitHead(k, out, head, tuple(sorted(reads))))
+        logger.debug("exit %d (%s): head of %d nodes reads %s", k, out, len(head), sorted(reads))
+    return ExitHeads(tuple(heads), tuple(needed))

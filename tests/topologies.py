@@ -1,0 +1,111 @@
+"""Multi-exit torch models of the topology families the compiler must handle.
+
+Each takes a ``seed`` so tests can build fresh instances the compiler has never seen.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ResidualExitInBlock", "LongSkip", "MaskedTwoInput", "TOPOLOGIES", "make", "example"]
+
+
+class ResidualExitInBlock(nn.Module):
+    """A residual net whose first exit sits *inside* a residual block: the block's input (the
+    skip) and the exit's branch point both cross the cut."""
+
+    def __init__(self, classes: int = 5, width: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.BatchNorm2d(width),
+                                  nn.ReLU())
+        self.conv_a = nn.Conv2d(width, width, 3, padding=1)
+        self.conv_b = nn.Conv2d(width, width, 3, padding=1)
+        self.exit0 = nn.Linear(width, classes)
+        self.down = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.exit1 = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * 6 * 6, classes))
+        self.conv_c = nn.Conv2d(2 * width, 2 * width, 3, padding=1)
+        self.final = nn.Linear(2 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = self.stem(x)
+        a = torch.relu(self.conv_a(h))
+        e0 = self.exit0(a.mean(dim=(2, 3)))  # exit inside the block
+        h = torch.relu(self.conv_b(a) + h)  # the skip crosses exit 0
+        h = torch.relu(self.down(h))
+        e1 = self.exit1(h)  # a reshape whose size depends on the batch
+        h = torch.relu(self.conv_c(h)) + h
+        return e0, e1, self.final(h.mean(dim=(2, 3)))
+
+
+class LongSkip(nn.Module):
+    """A dense-style skip from the stem that reaches past two exits."""
+
+    def __init__(self, classes: int = 4, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Linear(12, width)
+        self.l1 = nn.Linear(width, width)
+        self.l2 = nn.Linear(width, width)
+        self.l3 = nn.Linear(2 * width, width)
+        self.heads = nn.ModuleList(nn.Linear(width, classes) for _ in range(3))
+        self.final = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        s = torch.tanh(self.stem(x))
+        h1 = torch.relu(self.l1(s))
+        e0 = self.heads[0](h1)
+        h2 = torch.relu(self.l2(h1))
+        e1 = self.heads[1](h2)
+        h3 = torch.relu(self.l3(torch.cat([h2, s], dim=1)))  # s crosses exits 0 and 1
+        e2 = self.heads[2](h3)
+        return e0, e1, e2, self.final(h3 + s)
+
+
+class MaskedTwoInput(nn.Module):
+    """Two inputs: a sequence and its padding mask, which every layer reads again."""
+
+    def __init__(self, classes: int = 3, dim: int = 8, layers: int = 3) -> None:
+        super().__init__()
+        self.inp = nn.Linear(6, dim)
+        self.layers = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.heads = nn.ModuleList(nn.Linear(dim, classes) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m = mask.unsqueeze(-1)
+        h = self.inp(x) * m
+        outs = []
+        for layer, head in zip(self.layers, self.heads, strict=True):
+            h = (torch.relu(layer(h)) + h) * m
+            pooled = h.sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+            outs.append(head(pooled))
+        return tuple(outs)
+
+
+TOPOLOGIES = {
+    "residual": ResidualExitInBlock,
+    "longskip": LongSkip,
+    "masked": MaskedTwoInput,
+}
+
+
+def make(name: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = TOPOLOGIES[name]()
+    # non-trivial BatchNorm statistics, so folding them is actually tested
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def example(name: str, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    if name == "residual":
+        return (torch.rand(batch, 1, 12, 12, generator=g),)
+    if name == "longskip":
+        return (torch.randn(batch, 12, generator=g),)
+    x = torch.randn(batch, 5, 6, generator=g)
+    lengths = torch.randint(1, 6, (batch,), generator=g)
+    mask = (torch.arange(5)[None, :] < lengths[:, None]).float()
+    return (x, mask)

@@ -57,12 +57,6 @@ def find_exit_heads(graph: ModelGraph) -> ExitHeads:
             raise UnsupportedModelError(f"output {name!r} is produced by no node")
 
     needed = [frozenset(graph.ancestors_of_tensor(o)) for o in outputs]
-    for k in range(len(outputs) - 1):
-        if needed[k + 1] < needed[k]:
-            raise UnsupportedModelError(
-                f"exit {outputs[k + 1]!r} needs only part of what {outputs[k]!r} needs: list the "
-                "outputs earliest exit first and the final classifier last"
-            )
 
     heads = []
     for k, out in enumerate(outputs):
@@ -80,4 +74,24 @@ def find_exit_heads(graph: ModelGraph) -> ExitHeads:
                     reads.add(t)
         heads.append(ExitHead(k, out, head, tuple(sorted(reads))))
         logger.debug("exit %d (%s): head of %d nodes reads %s", k, out, len(head), sorted(reads))
+    _check_order(graph, heads)
     return ExitHeads(tuple(heads), tuple(needed))
+
+
+def _branch_point(graph: ModelGraph, head: ExitHead) -> int:
+    """Position of the latest backbone node the head reads from (-1: graph inputs only)."""
+    return max(
+        (graph.order[graph.producer[t]] for t in head.reads if t in graph.producer), default=-1
+    )
+
+
+def _check_order(graph: ModelGraph, heads: list[ExitHead]) -> None:
+    """Exits must be listed earliest first: each branches off no later than the next one."""
+    points = [_branch_point(graph, h) for h in heads]
+    for k in range(len(heads) - 1):
+        if points[k] > points[k + 1]:
+            raise UnsupportedModelError(
+                f"exit {heads[k + 1].output!r} branches off the backbone before "
+                f"{heads[k].output!r}: list the outputs earliest exit first and the final "
+                "classifier last"
+            )

@@ -1,0 +1,148 @@
+"""Runtime behaviour: compaction, ordering, early stop, no-copy, and input checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import topologies as T
+
+import eeopt
+from eeopt.errors import DataError, UsageError
+
+
+@pytest.fixture(scope="module")
+def masked(tmp_path_factory: pytest.TempPathFactory) -> eeopt.Program:
+    model = T.make("masked", 3)
+    d = tmp_path_factory.mktemp("masked") / "program"
+    return eeopt.compile(model, d, example_inputs=T.example("masked", 4, 0), threshold=0.5)
+
+
+def _feeds(batch: int, seed: int = 0) -> dict[str, np.ndarray]:
+    x, mask = T.example("masked", batch, seed)
+    return {"x": x.numpy(), "mask": mask.numpy()}
+
+
+class _Spy:
+    """Records what each stage was fed and how many rows it ran."""
+
+    def __init__(self, prog: eeopt.Program) -> None:
+        self.calls: list[tuple[int, dict[str, np.ndarray]]] = []
+        for k, st in enumerate(prog._stages):
+            orig = st.segment.run
+
+            def run(feeds, *, check=True, _k=k, _orig=orig):  # type: ignore[no-untyped-def]
+                self.calls.append((_k, dict(feeds)))
+                return _orig(feeds, check=check)
+
+            st.segment.run = run  # type: ignore[method-assign]
+
+
+def test_rows_come_back_in_original_order(masked: eeopt.Program) -> None:
+    feeds = _feeds(40, 1)
+    perm = np.random.default_rng(0).permutation(40)
+    thr = [0.4, 0.45]
+    a = masked.run(feeds, thresholds=thr)
+    b = masked.run({k: v[perm] for k, v in feeds.items()}, thresholds=thr)
+    assert len(np.unique(a.exit)) >= 2
+    np.testing.assert_array_equal(b.exit, a.exit[perm])
+    np.testing.assert_allclose(b.logits, a.logits[perm], rtol=1e-5, atol=1e-6)
+
+
+def test_exited_rows_leave_the_batch(masked: eeopt.Program) -> None:
+    prog = eeopt.load(masked.path)
+    spy = _Spy(prog)
+    res = prog.run(_feeds(64, 2), thresholds=[0.4, 0.45])
+    counts = np.bincount(res.exit, minlength=3)
+    assert counts[0] > 0 and counts[0] < 64
+    rows = {k: next(iter(f.values())).shape[0] for k, f in spy.calls}
+    assert rows[0] == 64
+    assert rows[1] == 64 - counts[0]
+    if 2 in rows:
+        assert rows[2] == counts[2]
+    # the mask that later layers read arrives compacted, row for row
+    stage1_feeds = spy.calls[1][1]
+    for name, arr in stage1_feeds.items():
+        if name != "eeopt_threshold":
+            assert arr.shape[0] == 64 - counts[0], name
+
+
+def test_stops_when_no_row_remains(masked: eeopt.Program) -> None:
+    prog = eeopt.load(masked.path)
+    spy = _Spy(prog)
+    res = prog.run(_feeds(16), thresholds=[1e-6, 1e-6])
+    assert (res.exit == 0).all()
+    assert [k for k, _ in spy.calls] == [0]
+
+
+def test_no_copy_when_no_row_exits(masked: eeopt.Program) -> None:
+    prog = eeopt.load(masked.path)
+    spy = _Spy(prog)
+    prog.run(_feeds(8), thresholds=[2.0, 2.0])
+    assert [k for k, _ in spy.calls] == [0, 1, 2]
+    # the tensors stage 0 made reach stage 1 as the very same arrays
+    s1 = spy.calls[1][1]
+    s2 = spy.calls[2][1]
+    shared = set(s1) & set(s2) - {"eeopt_threshold"}
+    assert shared
+    for name in shared:
+        assert s1[name] is s2[name]
+
+
+def test_empty_batch(masked: eeopt.Program) -> None:
+    res = masked.run(_feeds(0))
+    assert res.logits.shape == (0, masked.num_classes) and res.exit.shape == (0,)
+
+
+def test_missing_input(masked: eeopt.Program) -> None:
+    feeds = _feeds(3)
+    del feeds["mask"]
+    with pytest.raises(DataError, match="missing input 'mask'"):
+        masked.run(feeds)
+
+
+def test_unknown_input(masked: eeopt.Program) -> None:
+    with pytest.raises(DataError, match="unknown input 'y'"):
+        masked.run({**_feeds(3), "y": np.zeros(3, np.float32)})
+
+
+def test_wrong_dtype(masked: eeopt.Program) -> None:
+    feeds = _feeds(3)
+    feeds["x"] = feeds["x"].astype(np.float64)
+    with pytest.raises(DataError, match="dtype float64, expected float32"):
+        masked.run(feeds)
+
+
+def test_wrong_shape(masked: eeopt.Program) -> None:
+    feeds = _feeds(3)
+    feeds["x"] = feeds["x"][:, :, :4].copy()
+    with pytest.raises(DataError, match="axis 2 must be 6"):
+        masked.run(feeds)
+    feeds = _feeds(3)
+    feeds["mask"] = feeds["mask"][None]
+    with pytest.raises(DataError, match="rank 2"):
+        masked.run(feeds)
+
+
+def test_batch_mismatch_between_inputs(masked: eeopt.Program) -> None:
+    feeds = _feeds(3)
+    feeds["mask"] = _feeds(4)["mask"]
+    with pytest.raises(DataError, match="batch size"):
+        masked.run(feeds)
+
+
+def test_bare_array_for_two_inputs(masked: eeopt.Program) -> None:
+    with pytest.raises(DataError, match="pass a dict"):
+        masked.run(_feeds(3)["x"])
+
+
+def test_threshold_count_override(masked: eeopt.Program) -> None:
+    with pytest.raises(UsageError, match="2 gated exits"):
+        masked.run(_feeds(3), thresholds=[0.5])
+
+
+def test_program_repr_and_properties(masked: eeopt.Program, tmp_path: Path) -> None:
+    assert masked.num_exits == 3 and masked.num_classes == 3
+    assert [s.name for s in masked.input_specs] == ["x", "mask"]
+    assert "exits=3" in repr(masked)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eeopt.backends.base import check_inputs
+from eeopt.backends.base import InputChecker
 from eeopt.backends.ort import OrtBackend, OrtSegment, configure_threads
 from eeopt.errors import DataError, ManifestError, UsageError
 from eeopt.manifest import Manifest, StageSpec, TensorSpec, load_manifest, resolve_in_dir
@@ -96,6 +96,7 @@ class Program:
                 )
             )
         self._thresholds = np.array(manifest.thresholds, dtype=np.float32)
+        self._check = InputChecker(manifest.inputs)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -132,8 +133,7 @@ class Program:
                     "from input name to array"
                 )
             feeds = {self.input_specs[0].name: x}
-        n = check_inputs(self.input_specs, feeds)
-        return feeds, n
+        return feeds, self._check(feeds)
 
     def _resolve_thresholds(self, thresholds: float | Sequence[float] | None) -> np.ndarray:
         if thresholds is None:

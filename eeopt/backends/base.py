@@ -10,7 +10,14 @@ import numpy as np
 from eeopt.errors import BackendUnavailableError, DataError
 from eeopt.manifest import TensorSpec
 
-__all__ = ["Backend", "CompiledSegment", "check_inputs", "get_backend", "BACKENDS"]
+__all__ = [
+    "Backend",
+    "CompiledSegment",
+    "InputChecker",
+    "check_inputs",
+    "get_backend",
+    "BACKENDS",
+]
 
 
 @runtime_checkable
@@ -43,13 +50,14 @@ def check_inputs(
 
     Raises ``DataError`` with one line naming the input and what was expected.
     """
-    expected = ", ".join(s.describe() for s in specs)
     names = {s.name for s in specs}
     for s in specs:
         if s.name not in inputs:
+            expected = ", ".join(s.describe() for s in specs)
             raise DataError(f"missing input {s.name!r}; the {what} expects: {expected}")
     extra = sorted(set(inputs) - names)
     if extra:
+        expected = ", ".join(s.describe() for s in specs)
         raise DataError(f"unknown input {extra[0]!r}; the {what} expects: {expected}")
     batch: int | None = None
     symbols: dict[str, int] = {}
@@ -88,6 +96,46 @@ def check_inputs(
                         f"{symbols[want]} in another input"
                     )
     return 0 if batch is None else int(batch)
+
+
+class InputChecker:
+    """``check_inputs`` with the specs compiled once: a fast path for the per-call check of a
+    hot loop, which defers to ``check_inputs`` for the message when something is wrong."""
+
+    def __init__(self, specs: Sequence[TensorSpec], what: str = "program") -> None:
+        self.specs = tuple(specs)
+        self.what = what
+        self._plan = []
+        for s in self.specs:
+            fixed = tuple((ax, d) for ax, d in enumerate(s.shape) if isinstance(d, int)
+                          and ax != s.batch_axis)
+            symbolic = any(isinstance(d, str) and ax != s.batch_axis
+                           for ax, d in enumerate(s.shape))
+            self._plan.append((s.name, np.dtype(s.dtype), len(s.shape), s.batch_axis, fixed,
+                               symbolic))
+        self._names = frozenset(s.name for s in self.specs)
+        self._simple = not any(p[5] for p in self._plan)
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> int:
+        if not self._simple or len(inputs) != len(self._plan):
+            return check_inputs(self.specs, inputs, what=self.what)
+        batch = -1
+        for name, dtype, ndim, axis, fixed, _ in self._plan:
+            arr = inputs.get(name)
+            if (
+                type(arr) is not np.ndarray
+                or arr.dtype != dtype
+                or arr.ndim != ndim
+                or any(arr.shape[ax] != d for ax, d in fixed)
+            ):
+                return check_inputs(self.specs, inputs, what=self.what)
+            if axis is not None:
+                b = arr.shape[axis]
+                if batch < 0:
+                    batch = b
+                elif b != batch:
+                    return check_inputs(self.specs, inputs, what=self.what)
+        return max(batch, 0)
 
 
 def _ort() -> Backend:

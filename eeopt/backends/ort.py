@@ -40,11 +40,14 @@ def global_threads() -> int | None:
 
 
 def configure_threads(threads: int | None) -> int:
-    """Create the process-wide thread pool once (0 or None: one thread per physical core).
+    """Create the process-wide thread pool once (0 or None: one thread per physical core;
+    None also means "keep whatever pool exists").
 
     ONNX Runtime cannot resize it later; asking for another size afterwards logs a warning.
     """
     global _GLOBAL_THREADS
+    if threads is None and _GLOBAL_THREADS is not None:
+        return _GLOBAL_THREADS  # no preference: keep the pool the process already has
     want = int(threads or 0)
     if want < 0:
         raise DataError(f"threads must be >= 0, got {want}")

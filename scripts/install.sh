@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs everything `make demo` and `make test` need, on a fresh Debian machine or CI.
+set -euo pipefail
+PY="${PY:-python3}"
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Fashion-MNIST, the demo's real data set, ships as a Debian package.
+if [ -z "${EEOPT_FASHION_MNIST_DIR:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null
+fi
+
+# torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
+"$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev]"

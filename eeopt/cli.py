@@ -151,7 +151,7 @@ def _atomic_savez(path: str, **arrays: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".npz", dir=dest.parent)
     os.close(fd)
     try:
-        np.savez(tmp, **arrays)
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):

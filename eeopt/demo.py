@@ -45,7 +45,6 @@ def run_demo(out: Path, *, budget_pp: float = 1.0, threads: int = 1, weights: st
 
     configure_threads(threads)  # before any session: one global pool for everything below
 
-    import onnx
 
     import eeopt
     from eeopt.bench import compare_batch1, compare_throughput
@@ -156,7 +155,7 @@ def run_demo(out: Path, *, budget_pp: float = 1.0, threads: int = 1, weights: st
             f"{b64.program_throughput:,.0f}/s", f"{b64.speedup_mean:.2f}x"))
     say(row("MACs per image", f"{plain_macs / 1e6:.2f} M", f"{costs.expected(frac) / 1e6:.2f} M",
             f"{ideal:.2f}x"))
-    say(f"  exit fractions: " + ", ".join(f"exit {k}: {f:.1%}" for k, f in enumerate(frac)))
+    say("  exit fractions: " + ", ".join(f"exit {k}: {f:.1%}" for k, f in enumerate(frac)))
     say(f"  threshold {choice.threshold:.4f} picked on validation for <= {budget_pp} pp loss; "
         f"efficiency at batch 1: {b1.speedup_mean / ideal:.2f} of ideal")
     say(f"  wrote {out / 'results.json'}")

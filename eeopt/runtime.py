@@ -139,9 +139,10 @@ class Program:
         if thresholds is None:
             return self._thresholds
         k = self.num_exits - 1
-        vals = [float(thresholds)] * k if np.isscalar(thresholds) else [
-            float(t) for t in thresholds  # type: ignore[union-attr]
-        ]
+        if isinstance(thresholds, (int, float, np.floating)):
+            vals = [float(thresholds)] * k
+        else:
+            vals = [float(t) for t in thresholds]
         if len(vals) != k:
             raise UsageError(f"the program has {k} gated exits; got {len(vals)} thresholds")
         if any(math.isnan(v) for v in vals):

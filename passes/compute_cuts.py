@@ -92,7 +92,7 @@ def _has_subgraph(node: object) -> bool:
 def compute_cuts(graph: ModelGraph, heads: ExitHeads) -> CutPlan:
     outputs = [h.output for h in heads.heads]
     shape_only = shape_only_nodes(graph)
-    for k, out in enumerate(outputs):
+    for out in outputs:
         if graph.producer[out] in shape_only:
             raise UnsupportedModelError(
                 f"exit output {out!r} is a constant or shape computation, not logits"

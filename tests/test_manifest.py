@@ -7,11 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-import topologies as T
 
 import eeopt
 from eeopt.errors import ManifestError, UnsupportedModelError, UsageError
 from eeopt.manifest import load_manifest
+
+import topologies as T
 
 
 @pytest.fixture(scope="module")

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import topologies as T
 
 import eeopt
 from eeopt.errors import DataError, UsageError
+
+import topologies as T
 
 
 @pytest.fixture(scope="module")

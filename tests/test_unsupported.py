@@ -8,10 +8,11 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from onnx_builders import two_exit_mlp
 
 import eeopt
 from eeopt.errors import DataError, UnsupportedModelError
+
+from onnx_builders import two_exit_mlp
 
 
 def _save(m: onnx.ModelProto, tmp_path: Path) -> Path:

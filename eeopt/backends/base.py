@@ -89,12 +89,11 @@ def check_inputs(
                     f"input {s.name!r} has shape {list(arr.shape)}; axis {axis} must be {want} "
                     f"({s.describe()})"
                 )
-            elif isinstance(want, str):
-                if symbols.setdefault(want, got) != got:
-                    raise DataError(
-                        f"input {s.name!r} axis {axis} is {got}, but dimension {want!r} is "
-                        f"{symbols[want]} in another input"
-                    )
+            elif isinstance(want, str) and symbols.setdefault(want, got) != got:
+                raise DataError(
+                    f"input {s.name!r} axis {axis} is {got}, but dimension {want!r} is "
+                    f"{symbols[want]} in another input"
+                )
     return 0 if batch is None else int(batch)
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import topologies as T
 
 from eeopt.capture import export_torch
+
+import topologies as T
 
 
 def eeopt_cli(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import topologies as T
 import torch
 
 import eeopt
 from eeopt.kernels.reference import gate_features
+
+import topologies as T
 
 SEEDS = (0, 1)
 BATCHES = (1, 7, 64)
@@ -108,7 +109,7 @@ def test_random_thresholds_match_per_row(compiled, name: str, seed: int, batch: 
 
 
 def test_all_exits_reproduced_by_run_all(compiled) -> None:
-    for (name, seed), (model, prog) in compiled.items():
+    for (name, _seed), (model, prog) in compiled.items():
         inputs = T.example(name, 9, 5)
         ref = _reference(model, inputs)
         got = prog.run_all(_feeds(prog, inputs))

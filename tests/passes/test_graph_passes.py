@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import onnx
 import pytest
-from onnx_builders import reshape_across_exit, three_exit_chain, two_exit_mlp
 
 from eeopt.errors import PassError, UnsupportedModelError
 from eeopt.graph import ModelGraph
@@ -17,6 +16,8 @@ from eeopt.passes import (
     find_exit_heads,
     shape_only_nodes,
 )
+
+from onnx_builders import reshape_across_exit, three_exit_chain, two_exit_mlp
 
 
 def _prepared(model: onnx.ModelProto) -> ModelGraph:

@@ -19,6 +19,7 @@ import numpy as np
 
 from eeopt import __version__
 from eeopt.errors import DataError, EEOptError, UsageError
+from eeopt.kernels.reference import POLICIES
 
 __all__ = ["main", "build_parser"]
 
@@ -52,12 +53,9 @@ def _positive_int(text: str) -> int:
 
 def _threshold(text: str) -> float:
     try:
-        v = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not (0.0 < v <= 1.0):
-        raise argparse.ArgumentTypeError(f"threshold {v} is out of range: need 0 < T <= 1")
-    return v
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def _threshold_list(text: str) -> list[float]:
@@ -92,9 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, metavar="DIR", help="program directory to write")
     g = c.add_mutually_exclusive_group(required=True)
     g.add_argument("--threshold", type=_threshold, metavar="T",
-                   help="one exit threshold for every early exit, 0 < T <= 1")
+                   help="one exit threshold for every early exit (maxprob, margin: 0 < T <= 1; "
+                   "entropy: T >= 0 nats; patience: T >= 1 agreeing exits)")
     g.add_argument("--thresholds", type=_threshold_list, metavar="T0,T1,...",
                    help="one threshold per early exit, comma-separated")
+    c.add_argument("--policy", default="maxprob", choices=POLICIES,
+                   help="how a gate decides (default maxprob): maxprob >= T, entropy <= T, "
+                   "margin (top1 - top2) >= T, or patience (PABEE: T consecutive exits agree)")
     c.add_argument("--example-inputs", metavar="X.npz",
                    help="sample inputs (one array per input name) used to verify the "
                    "compile; needed when random inputs do not suit the model")
@@ -174,6 +176,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         force=args.force,
         threads=args.threads,
         verify=not args.no_verify,
+        policy=args.policy,
     )
     thr = ", ".join(f"{t:g}" for t in program.thresholds)
     print(f"compiled {args.model} -> {args.out}: {program.num_exits} stages, thresholds [{thr}]"
@@ -221,6 +224,12 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(out)
 
 
+def _gate_text(policy: str, t: float) -> str:
+    return {"maxprob": f"max prob >= {t:g}", "entropy": f"entropy <= {t:g}",
+            "margin": f"margin >= {t:g}", "patience": f"{t:g} exits agree"}.get(
+                policy, f"{policy} {t:g}")
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from eeopt.manifest import load_manifest
 
@@ -235,7 +244,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print()
     rows = []
     for s in m.stages:
-        gate = "final (no gate)" if s.gate is None else f"{s.gate.policy} >= {s.gate.threshold:g}"
+        gate = "final (no gate)" if s.gate is None else _gate_text(s.gate.policy,
+                                                                   s.gate.threshold)
         reads = ", ".join(t.describe() for t in s.inputs) or "-"
         passes = ", ".join(s.carry_after) or "-"
         rows.append([str(s.index), s.file, s.exit_output, str(s.nodes), reads, passes, gate])

@@ -24,10 +24,10 @@ import numpy as np
 import onnx
 
 from eeopt import __version__
-from eeopt.capture import capture, input_specs, random_inputs, tile_inputs
+from eeopt.capture import BATCH, capture, input_specs, random_inputs, tile_inputs
 from eeopt.errors import EEOptError, UnsupportedModelError, UsageError
 from eeopt.graph import ModelGraph
-from eeopt.kernels.reference import GATE_FEATURES
+from eeopt.kernels.reference import GATE_FEATURES, POLICIES, check_threshold
 from eeopt.manifest import (
     GateSpec,
     Manifest,
@@ -38,7 +38,6 @@ from eeopt.manifest import (
     write_program_dir,
 )
 from eeopt.passes import (
-    GATE_PREFIX,
     THRESHOLD_INPUT,
     CheckModel,
     CutPlan,
@@ -49,6 +48,7 @@ from eeopt.passes import (
     compute_cuts,
     extract_stages,
     find_exit_heads,
+    gate_prefix,
     probe_tensors,
     stage_logits_name,
 )
@@ -152,26 +152,35 @@ def prepare(model: Any, *, example_inputs: Any = None) -> Prepared:
     return Prepared(graph, plan, inputs, specs, num_classes, example)
 
 
-def check_threshold_values(threshold: float | None, thresholds: Sequence[float] | None) -> None:
-    """Usage checks that need no model: exactly one of the two, each value in (0, 1]."""
+def check_threshold_values(
+    threshold: float | None, thresholds: Sequence[float] | None, policy: str = "maxprob"
+) -> None:
+    """Usage checks that need no model: exactly one of the two, each value valid for the policy."""
+    if policy not in POLICIES:
+        raise UsageError(f"unknown --policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if threshold is not None and thresholds is not None:
         raise UsageError("pass either --threshold or --thresholds, not both")
     if threshold is None and thresholds is None:
         raise UsageError(
             "no thresholds: pass --threshold T (one for every exit) or --thresholds t0,t1,... "
-            "(one per early exit)"
+            "(one per early exit), or --calib DATA --budget PP to let the planner choose"
         )
     vals = [threshold] if threshold is not None else list(thresholds or [])
     for v in vals:
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 < v <= 1.0):
-            raise UsageError(f"threshold {v} is out of range: each must satisfy 0 < T <= 1")
+        rule = "is not a number" if not isinstance(v, (int, float)) else check_threshold(
+            policy, float(v))
+        if rule:
+            raise UsageError(f"--threshold {v} is out of range for policy {policy}: {rule}")
 
 
 def resolve_thresholds(
-    num_gated: int, threshold: float | None, thresholds: Sequence[float] | None
+    num_gated: int,
+    threshold: float | None,
+    thresholds: Sequence[float] | None,
+    policy: str = "maxprob",
 ) -> list[float]:
     """One threshold per early exit, checked."""
-    check_threshold_values(threshold, thresholds)
+    check_threshold_values(threshold, thresholds, policy)
     if threshold is not None:
         return [float(threshold)] * num_gated
     vals = [float(t) for t in thresholds or []]
@@ -183,30 +192,43 @@ def resolve_thresholds(
     return vals
 
 
-def _build_stages(prep: Prepared, thresholds: Sequence[float]) -> list[tuple[onnx.ModelProto,
-                                                                             StageSpec]]:
+def _build_stages(
+    prep: Prepared, thresholds: Sequence[float], policy: str
+) -> list[tuple[onnx.ModelProto, StageSpec]]:
     stage_graphs = extract_stages(prep.graph, prep.plan, prep.specs)
     last = len(stage_graphs) - 1
     built = []
+    prev_state: tuple[str, str] | None = None
     for cut, sg in zip(prep.plan.stages, stage_graphs, strict=True):
         logits = stage_logits_name(cut)
-        passes = [] if cut.index == last else [FuseGate(logits)]
+        fuse = None if cut.index == last else FuseGate(logits, policy, stage=cut.index,
+                                                       prev_state=prev_state)
+        passes = [] if fuse is None else [fuse]
         passes += [RemoveDeadNodes(), CheckModel(f"stage {cut.index}")]
         sg = PassManager(passes)(sg).graph
         gate = None
-        if cut.index != last:
-            gate = GateSpec("maxprob", float(thresholds[cut.index]), GATE_FEATURES)
+        state_in: tuple[TensorSpec, ...] = ()
+        state_out: tuple[TensorSpec, ...] = ()
+        if fuse is not None:
+            assert fuse.gate is not None
+            gate = GateSpec(policy, float(thresholds[cut.index]), GATE_FEATURES)
+            state_in = tuple(TensorSpec(n, "int64", (BATCH,), 0) for n in fuse.gate.state_inputs)
+            if cut.index + 1 < last:  # the final stage has no gate to pass state to
+                state_out = tuple(TensorSpec(n, "int64", (BATCH,), 0)
+                                  for n in fuse.gate.state_outputs)
+            prev_state = (state_out[0].name, state_out[1].name) if state_out else None
+        prefix = gate_prefix(cut.index)
         spec = StageSpec(
             index=cut.index,
             file=f"stage{cut.index}.onnx",
             sha256="",
             exit_output=cut.output,
-            inputs=tuple(prep.specs[t] for t in cut.inputs),
-            produces=tuple(prep.specs[t] for t in cut.produces),
-            carry_after=cut.carry_after,
+            inputs=tuple(prep.specs[t] for t in cut.inputs) + state_in,
+            produces=tuple(prep.specs[t] for t in cut.produces) + state_out,
+            carry_after=cut.carry_after + tuple(t.name for t in state_out),
             logits=logits,
-            decision=None if gate is None else f"{GATE_PREFIX}/decision",
-            features=None if gate is None else f"{GATE_PREFIX}/features",
+            decision=None if gate is None else f"{prefix}/decision",
+            features=None if gate is None else f"{prefix}/features",
             threshold_input=None if gate is None else THRESHOLD_INPUT,
             gate=gate,
             nodes=len(sg.graph.node),
@@ -259,21 +281,22 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     force: bool = False,
     threads: int | None = None,
     verify: bool = True,
+    policy: str = "maxprob",
 ) -> Any:
     """Compile a multi-exit model (ONNX path, ``onnx.ModelProto`` or torch module) into a
     program directory at ``out`` and return the loaded ``Program``."""
     from eeopt.backends.ort import OrtBackend, configure_threads
     from eeopt.runtime import Program, load
 
-    check_threshold_values(threshold, thresholds)  # before any expensive work
+    check_threshold_values(threshold, thresholds, policy)  # before any expensive work
     dest = Path(out)
     if dest.exists() and not force:
         raise UsageError(f"{dest} already exists; pass --force (force=True) to replace it")
     configure_threads(threads)
     prep = prepare(model, example_inputs=example_inputs)
     num_exits = len(prep.plan.stages)
-    thr = resolve_thresholds(num_exits - 1, threshold, thresholds)
-    built = _build_stages(prep, thr)
+    thr = resolve_thresholds(num_exits - 1, threshold, thresholds, policy)
+    built = _build_stages(prep, thr, policy)
     backend = OrtBackend(threads)
 
     source: dict[str, Any] = {"outputs": prep.graph.output_names}
@@ -297,7 +320,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
             stages=tuple(stages),
             source=source,
             settings={
-                "policy": "maxprob",
+                "policy": policy,
                 "thresholds": thr,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "onnx_version": onnx.__version__,

@@ -20,6 +20,7 @@ import numpy as np
 from eeopt.backends.base import InputChecker
 from eeopt.backends.ort import OrtBackend, OrtSegment, configure_threads
 from eeopt.errors import DataError, ManifestError, UsageError
+from eeopt.kernels.reference import NEVER
 from eeopt.manifest import Manifest, StageSpec, TensorSpec, load_manifest, resolve_in_dir
 
 __all__ = ["Program", "Result", "load", "Inputs"]
@@ -194,12 +195,12 @@ class Program:
         calibration). Returns one ``[N, C]`` float32 array per exit."""
         feeds, n = self._feeds(x)
         live: dict[str, np.ndarray] = feeds
-        never = np.array(np.inf, dtype=np.float32)
         out: list[np.ndarray] = []
         for k, st in enumerate(self._stages):
             sfeeds = {name: live[name] for name in st.input_names}
-            if st.spec.threshold_input is not None:
-                sfeeds[st.spec.threshold_input] = never
+            if st.spec.threshold_input is not None and st.spec.gate is not None:
+                sfeeds[st.spec.threshold_input] = np.array(NEVER[st.spec.gate.policy],
+                                                           dtype=np.float32)
             outs = st.segment.run(sfeeds, check=False)
             out.append(np.asarray(outs[st.spec.logits], dtype=np.float32))
             for t in st.spec.produces:

@@ -2,6 +2,24 @@
 
 from __future__ import annotations
 
-from eeopt.kernels.reference import GATE_FEATURES, gate_decision, gate_features
+from eeopt.kernels.reference import (
+    GATE_FEATURES,
+    NEVER,
+    POLICIES,
+    check_threshold,
+    gate_decision,
+    gate_features,
+    gate_scores,
+    patience_step,
+)
 
-__all__ = ["GATE_FEATURES", "gate_decision", "gate_features"]
+__all__ = [
+    "GATE_FEATURES",
+    "NEVER",
+    "POLICIES",
+    "check_threshold",
+    "gate_decision",
+    "gate_features",
+    "gate_scores",
+    "patience_step",
+]

@@ -7,7 +7,7 @@ from eeopt.passes.check_model import CheckModel
 from eeopt.passes.compute_cuts import CutPlan, StageCut, compute_cuts, shape_only_nodes
 from eeopt.passes.extract_stages import extract_stages, stage_logits_name, value_info_from_spec
 from eeopt.passes.find_exit_heads import ExitHead, ExitHeads, find_exit_heads
-from eeopt.passes.fuse_gate import GATE_PREFIX, THRESHOLD_INPUT, FuseGate
+from eeopt.passes.fuse_gate import GATE_PREFIX, THRESHOLD_INPUT, FuseGate, gate_prefix
 from eeopt.passes.name_nodes import NameNodes
 from eeopt.passes.probe_tensors import probe_tensors
 from eeopt.passes.remove_dead_nodes import RemoveDeadNodes
@@ -30,6 +30,7 @@ __all__ = [
     "FuseGate",
     "GATE_PREFIX",
     "THRESHOLD_INPUT",
+    "gate_prefix",
     "NameNodes",
     "probe_tensors",
     "RemoveDeadNodes",

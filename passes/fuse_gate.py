@@ -2,6 +2,8 @@
 
 Outputs added: the decision ``[N]`` bool and the gate features ``[N, 3]`` (max probability,
 entropy, margin); input added: the scalar threshold, so thresholds change without a recompile.
+The patience policy also reads the previous exit's argmax and streak and writes this exit's, as
+int64 ``[N]`` tensors the runtime carries like any other.
 """
 
 from __future__ import annotations
@@ -12,23 +14,33 @@ from onnx import helper
 from eeopt.capture import BATCH
 from eeopt.errors import PreconditionError
 from eeopt.graph import ModelGraph
-from eeopt.kernels.onnx_gate import build_gate
+from eeopt.kernels.onnx_gate import GateSubgraph, build_gate
 from eeopt.kernels.reference import GATE_FEATURES
 from eeopt.passes._infra import Pass, PassResult
 
-__all__ = ["FuseGate", "THRESHOLD_INPUT", "GATE_PREFIX"]
+__all__ = ["FuseGate", "THRESHOLD_INPUT", "GATE_PREFIX", "gate_prefix"]
 
 THRESHOLD_INPUT = "eeopt_threshold"
 GATE_PREFIX = "eeopt_gate"
 
 
+def gate_prefix(stage: int) -> str:
+    """Names of stage k's gate tensors start with this (unique per stage, so that carried
+    gate state from one stage never collides with the next stage's)."""
+    return f"{GATE_PREFIX}{stage}"
+
+
 class FuseGate(Pass):
-    def __init__(self, logits: str, policy: str = "maxprob") -> None:
+    def __init__(self, logits: str, policy: str = "maxprob", *, stage: int = 0,
+                 prev_state: tuple[str, str] | None = None) -> None:
         self.logits = logits
         self.policy = policy
+        self.prefix = gate_prefix(stage)
+        self.prev_state = prev_state
+        self.gate: GateSubgraph | None = None
 
-    def _names(self, graph: ModelGraph) -> set[str]:
-        names = {i.name for i in graph.graph.input} | set(graph.initializer_names)
+    def _made(self, graph: ModelGraph) -> set[str]:
+        names = set(graph.initializer_names)
         for n in graph.graph.node:
             names.update(n.output)
         return names
@@ -36,29 +48,38 @@ class FuseGate(Pass):
     def requires(self, graph: ModelGraph) -> None:
         if self.logits not in graph.output_names:
             raise PreconditionError(f"the stage has no output {self.logits!r} to gate")
-        if any(n.startswith(GATE_PREFIX) or n == THRESHOLD_INPUT for n in self._names(graph)):
+        inputs = {i.name for i in graph.graph.input}
+        if THRESHOLD_INPUT in inputs or any(
+            n.startswith(GATE_PREFIX) for n in self._made(graph)
+        ):
             raise PreconditionError(
-                f"the stage already has tensors named {GATE_PREFIX}/* or {THRESHOLD_INPUT}: "
+                f"the stage already has tensors named {GATE_PREFIX}*/... or {THRESHOLD_INPUT}: "
                 "it is gated already, or the model uses eeopt's reserved names"
             )
 
     def call(self, graph: ModelGraph) -> PassResult:
-        gate = build_gate(self.logits, THRESHOLD_INPUT, opset=graph.opset, prefix=GATE_PREFIX,
-                          policy=self.policy)
+        gate = build_gate(self.logits, THRESHOLD_INPUT, opset=graph.opset, prefix=self.prefix,
+                          policy=self.policy, prev_state=self.prev_state)
+        self.gate = gate
         model = onnx.ModelProto()
         model.CopyFrom(graph.model)
         g = model.graph
         g.node.extend(gate.nodes)
         g.initializer.extend(gate.initializers)
         g.input.append(helper.make_tensor_value_info(THRESHOLD_INPUT, onnx.TensorProto.FLOAT, []))
+        for name in gate.state_inputs:
+            g.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [BATCH]))
         g.output.append(helper.make_tensor_value_info(gate.decision, onnx.TensorProto.BOOL,
                                                       [BATCH]))
         g.output.append(helper.make_tensor_value_info(gate.features, onnx.TensorProto.FLOAT,
                                                       [BATCH, len(GATE_FEATURES)]))
-        return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes)})
+        for name in gate.state_outputs:
+            g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [BATCH]))
+        return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes),
+                                                    "policy": self.policy})
 
     def ensures(self, graph: ModelGraph) -> None:
         outs = set(graph.output_names)
-        for n in (f"{GATE_PREFIX}/decision", f"{GATE_PREFIX}/features"):
+        for n in (f"{self.prefix}/decision", f"{self.prefix}/features"):
             if n not in outs:
                 raise PreconditionError(f"the gated stage lacks the output {n!r}")

@@ -64,7 +64,7 @@ def test_compile_run_inspect(models: dict[str, Path], tmp_path: Path) -> None:
 
     p = eeopt_cli("inspect", prog)
     assert p.returncode == 0, p.stderr
-    assert "maxprob >= 0.45" in p.stdout and "final (no gate)" in p.stdout
+    assert "max prob >= 0.45" in p.stdout and "final (no gate)" in p.stdout
     assert "mask float32[N, 5]" in p.stdout
 
 

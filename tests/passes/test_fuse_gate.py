@@ -1,4 +1,4 @@
-"""The fused ONNX gate against the numpy reference, on fresh random logits."""
+"""The fused ONNX gate against the numpy reference, on fresh random logits, every policy."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
+from eeopt.backends.ort import make_session
 from eeopt.errors import PassError
 from eeopt.graph import ModelGraph
-from eeopt.kernels.reference import gate_decision, gate_features
-from eeopt.passes import GATE_PREFIX, THRESHOLD_INPUT, FuseGate
+from eeopt.kernels.reference import gate_decision, gate_features, patience_step
+from eeopt.passes import THRESHOLD_INPUT, FuseGate, gate_prefix
 
 
 def _identity_stage(classes: int, opset: int = 18) -> ModelGraph:
@@ -23,28 +24,66 @@ def _identity_stage(classes: int, opset: int = 18) -> ModelGraph:
     return ModelGraph(helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)]))
 
 
+def _session(graph: ModelGraph) -> ort.InferenceSession:
+    # eeopt's sessions share one global thread pool; once it exists, ONNX Runtime refuses
+    # sessions with their own pools in the same process, so tests go through make_session too
+    return make_session(graph.model.SerializeToString())
+
+
+def _threshold(policy: str, rng: np.random.Generator) -> float:
+    return {"maxprob": rng.uniform(0.3, 0.95), "margin": rng.uniform(0.05, 0.9),
+            "entropy": rng.uniform(0.05, 1.5)}[policy]
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("classes", [2, 10])
 @pytest.mark.parametrize("opset", [13, 18, 20])
-def test_gate_matches_reference(seed: int, classes: int, opset: int) -> None:
+@pytest.mark.parametrize("policy", ["maxprob", "entropy", "margin"])
+def test_gate_matches_reference(seed: int, classes: int, opset: int, policy: str) -> None:
     rng = np.random.default_rng(seed)
-    res = FuseGate("logits")(_identity_stage(classes, opset))
+    res = FuseGate("logits", policy, stage=3)(_identity_stage(classes, opset))
     assert res.modified
-    sess = ort.InferenceSession(res.graph.model.SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    scale = rng.uniform(0.5, 8.0)
-    z = (rng.standard_normal((64, classes)) * scale).astype(np.float32)
-    thr = float(rng.uniform(0.3, 0.95))
-    logits, decision, feats = sess.run(
-        ["logits", f"{GATE_PREFIX}/decision", f"{GATE_PREFIX}/features"],
+    p = gate_prefix(3)
+    z = (rng.standard_normal((64, classes)) * rng.uniform(0.5, 8.0)).astype(np.float32)
+    thr = float(_threshold(policy, rng))
+    logits, decision, feats = _session(res.graph).run(
+        ["logits", f"{p}/decision", f"{p}/features"],
         {"z": z, THRESHOLD_INPUT: np.array(thr, dtype=np.float32)},
     )
     ref = gate_features(z)
     np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(logits, z)
-    near = np.abs(ref[:, 0] - thr) < 1e-6
-    np.testing.assert_array_equal(decision[~near], gate_decision(z, thr)[~near])
-    assert decision.dtype == bool
+    col = {"maxprob": 0, "entropy": 1, "margin": 2}[policy]
+    near = np.abs(ref[:, col] - thr) < 1e-5
+    assert decision.dtype == bool and decision.shape == (64,)
+    np.testing.assert_array_equal(decision[~near], gate_decision(z, thr, policy)[~near])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_patience_gate_carries_argmax_and_streak(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    first = FuseGate("logits", "patience", stage=0)(_identity_stage(3)).graph
+    p0, p1 = gate_prefix(0), gate_prefix(1)
+    second = FuseGate("logits", "patience", stage=1,
+                      prev_state=(f"{p0}/pred", f"{p0}/streak"))(_identity_stage(3)).graph
+    assert {f"{p0}/pred", f"{p0}/streak"} <= {i.name for i in second.graph.input}
+    z0 = rng.standard_normal((50, 3)).astype(np.float32)
+    z1 = rng.standard_normal((50, 3)).astype(np.float32)
+    thr = np.array(2.0, dtype=np.float32)
+    d0, pred0, streak0 = _session(first).run(
+        [f"{p0}/decision", f"{p0}/pred", f"{p0}/streak"], {"z": z0, THRESHOLD_INPUT: thr})
+    want_pred0, want_streak0 = patience_step(z0, None, None)
+    np.testing.assert_array_equal(pred0, want_pred0)
+    np.testing.assert_array_equal(streak0, want_streak0)
+    assert not d0.any()  # one exit alone never makes a streak of 2
+    d1, pred1, streak1 = _session(second).run(
+        [f"{p1}/decision", f"{p1}/pred", f"{p1}/streak"],
+        {"z": z1, THRESHOLD_INPUT: thr, f"{p0}/pred": pred0, f"{p0}/streak": streak0})
+    want_pred1, want_streak1 = patience_step(z1, want_pred0, want_streak0)
+    np.testing.assert_array_equal(pred1, want_pred1)
+    np.testing.assert_array_equal(streak1, want_streak1)
+    np.testing.assert_array_equal(d1, gate_decision(z1, 2.0, "patience", want_streak1))
+    assert d1.any() and not d1.all()
 
 
 def test_reference_features_are_softmax_statistics() -> None:
@@ -60,7 +99,7 @@ def test_reference_features_are_softmax_statistics() -> None:
 def test_fuse_gate_refuses_a_gated_stage() -> None:
     once = FuseGate("logits")(_identity_stage(4)).graph
     with pytest.raises(PassError, match="gated already"):
-        FuseGate("logits")(once)
+        FuseGate("logits", stage=1)(once)
 
 
 def test_fuse_gate_refuses_old_opset() -> None:

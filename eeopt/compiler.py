@@ -41,6 +41,7 @@ from eeopt.passes import (
     THRESHOLD_INPUT,
     CheckModel,
     CutPlan,
+    ExitHeads,
     FuseGate,
     NameNodes,
     PassManager,
@@ -75,6 +76,7 @@ class Prepared:
     """The analysed model, before stage files are written."""
 
     graph: ModelGraph
+    heads: ExitHeads
     plan: CutPlan
     inputs: tuple[TensorSpec, ...]
     specs: dict[str, TensorSpec]
@@ -119,6 +121,7 @@ def prepare(model: Any, *, example_inputs: Any = None) -> Prepared:
         return random_inputs(inputs, batch, seed=batch)
 
     wanted = list(plan.carried) + [h.output for h in heads.heads]
+    wanted += [t for h in heads.heads for t in h.reads if t not in graph.input_names]
     try:
         specs = probe_tensors(graph, wanted, feeds)
     except EEOptError:
@@ -149,7 +152,7 @@ def prepare(model: Any, *, example_inputs: Any = None) -> Prepared:
     num_classes = int(classes.pop())  # type: ignore[arg-type]
     if num_classes < 2:
         raise UnsupportedModelError("the exits have 1 class; a gate needs at least 2")
-    return Prepared(graph, plan, inputs, specs, num_classes, example)
+    return Prepared(graph, heads, plan, inputs, specs, num_classes, example)
 
 
 def check_threshold_values(

@@ -1,13 +1,21 @@
-"""Cost of a model and of each compiled stage.
+"""Cost of a model and of each candidate stage, measured on the target backend.
 
-For now the cost model is analytic: multiply-accumulates counted per node from the shapes that
-ONNX shape inference derives at batch 1 (Conv, ConvTranspose, Gemm, MatMul; other ops count 0).
+Two views:
+- analytic: multiply-accumulates counted per node from the shapes ONNX shape inference derives
+  (Conv, ConvTranspose, Gemm, MatMul; other ops count 0);
+- measured (``profile_model``): per-node latency from ONNX Runtime's profiler, and wall-clock
+  latency of every stage, every exit head + gate on its own, the plain network, and the
+  runtime's own per-stage cost, each at a few batch sizes (median of repeats after warm-up) and
+  fitted as ``fixed + per_row * batch``. The planner prices any choice of kept exits from these:
+  a stage from kept exit i to kept exit j costs the backbone segments between them, exit j's
+  head + gate, and one stage call.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +24,17 @@ import onnx
 
 from eeopt.manifest import load_manifest, resolve_in_dir
 
-__all__ = ["count_macs", "model_macs", "stage_macs", "StageCosts"]
+__all__ = [
+    "count_macs",
+    "model_macs",
+    "stage_macs",
+    "StageCosts",
+    "CostFit",
+    "StageProfile",
+    "NodeTime",
+    "ProfileReport",
+    "profile_model",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +121,280 @@ def stage_macs(program_dir: str | os.PathLike[str]) -> StageCosts:
     return StageCosts(
         tuple(model_macs(os.fspath(resolve_in_dir(d, s.file))) for s in manifest.stages)
     )
+
+
+# ---------------------------------------------------------------------------- measured
+
+
+@dataclass(frozen=True)
+class CostFit:
+    """Latency of one call as ``fixed_ms + per_row_ms * batch``, fitted to medians."""
+
+    fixed_ms: float
+    per_row_ms: float
+    samples: dict[int, float]
+    """Measured median ms per call, by batch size."""
+
+    def at(self, batch: float) -> float:
+        return self.fixed_ms + self.per_row_ms * batch
+
+    @classmethod
+    def fit(cls, samples: dict[int, float]) -> CostFit:
+        bs = np.array(sorted(samples), dtype=float)
+        ts = np.array([samples[int(b)] for b in bs])
+        if len(bs) == 1:
+            return cls(0.0, float(ts[0] / bs[0]), dict(samples))
+        slope, icpt = np.polyfit(bs, ts, 1)
+        slope, icpt = max(float(slope), 0.0), max(float(icpt), 0.0)
+        return cls(icpt, slope, {int(b): float(t) for b, t in zip(bs, ts, strict=True)})
+
+    def __add__(self, other: CostFit) -> CostFit:
+        keys = set(self.samples) & set(other.samples)
+        return CostFit(self.fixed_ms + other.fixed_ms, self.per_row_ms + other.per_row_ms,
+                       {b: self.samples[b] + other.samples[b] for b in keys})
+
+    def __sub__(self, other: CostFit) -> CostFit:
+        keys = set(self.samples) & set(other.samples)
+        return CostFit.fit({b: max(self.samples[b] - other.samples[b], 0.0) for b in keys})
+
+
+ZERO = CostFit(0.0, 0.0, {})
+
+
+@dataclass(frozen=True)
+class NodeTime:
+    stage: int
+    name: str
+    """The node as ONNX Runtime ran it (after its graph optimizations and fusions)."""
+    op: str
+    us: float
+    """Median microseconds per call at batch 1."""
+
+
+@dataclass(frozen=True)
+class StageProfile:
+    """One exit's share of the cost, measured with every exit kept."""
+
+    exit: int
+    output: str
+    stage: CostFit
+    """The whole stage call: backbone segment + head + gate + call overhead."""
+    head_gate: CostFit
+    """The exit head and its gate, run on their own (one call included); ZERO for the final."""
+    backbone: CostFit
+    """stage - head_gate: the backbone segment from the previous exit to this one."""
+    node_us: float
+    """Sum of ONNX Runtime's per-node times at batch 1."""
+    gate_us: float
+    """The fused gate's nodes, from the same profile."""
+    macs: int
+
+
+@dataclass(frozen=True)
+class ProfileReport:
+    model: str
+    threads: int
+    batches: tuple[int, ...]
+    exits: tuple[StageProfile, ...]
+    plain: CostFit
+    """The plain network: the model cut to its final output, one call."""
+    runtime: CostFit
+    """The runtime's own cost per stage (Python, output handling), beyond the stage call."""
+    plain_macs: int
+    nodes: tuple[NodeTime, ...] = ()
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.exits)
+
+    def stage_cost(self, prev: int, exit: int) -> CostFit:
+        """A stage that runs from kept exit ``prev`` (-1: the input) to kept exit ``exit``,
+        dropping any exit between them."""
+        cost = self.runtime
+        for m in range(prev + 1, exit + 1):
+            cost = cost + (self.exits[m].backbone if m < exit else ZERO)
+        e = self.exits[exit]
+        return cost + (e.stage if exit == prev + 1 else (e.backbone + e.head_gate))
+
+    def cumulative_ms(self, kept: list[int], batch: float = 1.0) -> list[float]:
+        """Per kept exit: what a row leaving there has paid, at ``batch`` rows per call
+        (fixed costs shared across the batch)."""
+        out, total, prev = [], 0.0, -1
+        for k in kept:
+            c = self.stage_cost(prev, k)
+            total += c.fixed_ms / batch + c.per_row_ms
+            out.append(total)
+            prev = k
+        return out
+
+    def to_dict(self) -> dict[str, object]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _median_call_ms(fn, min_time_s: float, max_reps: int = 2000) -> float:  # type: ignore[no-untyped-def]
+    import time
+
+    for _ in range(3):
+        fn()
+    times: list[float] = []
+    t_end = time.perf_counter() + min_time_s
+    while (len(times) < 7 or time.perf_counter() < t_end) and len(times) < max_reps:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times) * 1e3)
+
+
+def _profile_nodes(model: bytes, feeds: dict[str, np.ndarray], stage: int,
+                   reps: int = 30) -> list[NodeTime]:
+    """ONNX Runtime's own per-node timings, median over ``reps`` runs after warm-up."""
+    import json
+
+    import onnxruntime as ort
+
+    from eeopt.backends.ort import configure_threads
+
+    configure_threads(None)
+    so = ort.SessionOptions()
+    so.use_per_session_threads = False
+    so.log_severity_level = 3
+    so.enable_profiling = True
+    with tempfile.TemporaryDirectory() as tmp:
+        so.profile_file_prefix = os.path.join(tmp, "ortprof")
+        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        for _ in range(5 + reps):
+            sess.run(None, feeds)
+        path = sess.end_profiling()
+        events = json.loads(Path(path).read_text())
+    per: dict[str, list[float]] = {}
+    ops: dict[str, str] = {}
+    order: dict[str, int] = {}
+    for ev in events:
+        if ev.get("cat") != "Node" or not ev.get("name", "").endswith("_kernel_time"):
+            continue
+        name = ev["name"][: -len("_kernel_time")]
+        per.setdefault(name, []).append(float(ev["dur"]))
+        ops[name] = ev.get("args", {}).get("op_name", "?")
+        order.setdefault(name, len(order))
+    out = []
+    for name in sorted(per, key=order.__getitem__):
+        durs = per[name][5:] or per[name]  # drop warm-up runs
+        out.append(NodeTime(stage, name, ops[name], float(np.median(durs))))
+    return out
+
+
+def profile_model(
+    model: object,
+    *,
+    threads: int | None = 1,
+    batches: tuple[int, ...] = (1, 8, 64),
+    example_inputs: object = None,
+    min_time_s: float = 0.15,
+    progress: bool = True,
+) -> ProfileReport:
+    """Measure every exit's stage, head + gate, the plain network, and the runtime's per-stage
+    cost on ONNX Runtime (CPU) at ``threads`` threads."""
+    from tqdm import tqdm
+
+    from eeopt.backends.ort import configure_threads, make_session
+    from eeopt.capture import cut_to_outputs, random_inputs, tile_inputs
+    from eeopt.compiler import _build_stages, prepare
+    from eeopt.passes import FuseGate, PassManager, RemoveDeadNodes, extract_head
+
+    configure_threads(threads)
+    prep = prepare(model, example_inputs=example_inputs)
+    graph = prep.graph
+    k_exits = len(prep.plan.stages)
+    built = _build_stages(prep, [0.5] * (k_exits - 1), "maxprob")
+    never = np.array(np.inf, dtype=np.float32)
+
+    # one session that exposes every tensor any stage or head reads
+    tap = onnx.ModelProto()
+    tap.CopyFrom(graph.model)
+    wanted = set(prep.plan.carried) | {t for h in prep.heads.heads for t in h.reads}
+    for t in sorted(wanted - {o.name for o in tap.graph.output} - set(graph.input_names)):
+        tap.graph.output.append(onnx.ValueInfoProto(name=t))
+    tap_sess = make_session(tap.SerializeToString())
+    tap_names = [o.name for o in tap.graph.output]
+
+    def tensors(batch: int) -> dict[str, np.ndarray]:
+        feeds = (tile_inputs(prep.example, batch) if prep.example is not None
+                 else random_inputs(prep.inputs, batch, seed=batch))
+        outs = tap_sess.run(tap_names, feeds)
+        return {**feeds, **dict(zip(tap_names, outs, strict=True))}
+
+    stage_sess = [make_session(m.SerializeToString()) for m, _ in built]
+    head_models = []
+    for h in prep.heads.heads[:-1]:
+        hg = extract_head(graph, h, prep.specs)
+        hg = PassManager([FuseGate(h.output, stage=h.index), RemoveDeadNodes()])(hg).graph
+        head_models.append(hg.model)
+    head_sess = [make_session(m.SerializeToString()) for m in head_models]
+    plain_model = cut_to_outputs(graph, [graph.output_names[-1]]).model
+    plain_sess = make_session(plain_model.SerializeToString())
+
+    def stage_feeds(k: int, vals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        spec = built[k][1]
+        f = {t.name: vals[t.name] for t in spec.inputs}
+        if spec.threshold_input:
+            f[spec.threshold_input] = never
+        return f
+
+    def head_feeds(k: int, vals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [i.name for i in head_models[k].graph.input]
+        return {n: (never if n == "eeopt_threshold" else vals[n]) for n in names}
+
+    stage_s: list[dict[int, float]] = [{} for _ in range(k_exits)]
+    head_s: list[dict[int, float]] = [{} for _ in range(k_exits - 1)]
+    plain_s: dict[int, float] = {}
+    runtime_s: dict[int, float] = {}
+    steps = len(batches) * (2 * k_exits + 1)
+    bar = tqdm(total=steps, desc="eeopt profile", unit="step", disable=not progress or None)
+    with tempfile.TemporaryDirectory() as tmp:
+        from eeopt.compiler import compile as _compile
+
+        program = _compile(graph.model, Path(tmp) / "p", threshold=0.5, verify=False)
+        for b in batches:
+            vals = tensors(b)
+            for k in range(k_exits):
+                f = stage_feeds(k, vals)
+                stage_s[k][b] = _median_call_ms(lambda s=stage_sess[k], f=f: s.run(None, f),
+                                                min_time_s)
+                bar.update()
+            for k in range(k_exits - 1):
+                f = head_feeds(k, vals)
+                head_s[k][b] = _median_call_ms(lambda s=head_sess[k], f=f: s.run(None, f),
+                                               min_time_s)
+                bar.update()
+            x = {s.name: vals[s.name] for s in prep.inputs}
+            plain_s[b] = _median_call_ms(lambda x=x: plain_sess.run(None, x), min_time_s)
+            prog_ms = _median_call_ms(
+                lambda x=x: program.run(x, thresholds=[float(never)] * (k_exits - 1)),
+                min_time_s)
+            runtime_s[b] = max(prog_ms - sum(stage_s[k][b] for k in range(k_exits)), 0.0) / (
+                k_exits)
+            bar.update()
+    bar.close()
+
+    vals1 = tensors(1)
+    nodes: list[NodeTime] = []
+    for k, (m, _) in enumerate(built):
+        nodes += _profile_nodes(m.SerializeToString(), stage_feeds(k, vals1), k)
+    macs = [model_macs(m) for m, _ in built]
+    exits = []
+    for k in range(k_exits):
+        stage = CostFit.fit(stage_s[k])
+        hg = CostFit.fit(head_s[k]) if k < k_exits - 1 else ZERO
+        backbone = stage - hg if k < k_exits - 1 else stage
+        mine = [n for n in nodes if n.stage == k]
+        exits.append(StageProfile(
+            exit=k, output=graph.output_names[k], stage=stage, head_gate=hg, backbone=backbone,
+            node_us=float(sum(n.us for n in mine)),
+            gate_us=float(sum(n.us for n in mine if "eeopt_gate" in n.name)), macs=macs[k]))
+    name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else type(model).__name__
+    return ProfileReport(
+        model=name, threads=int(threads or 0), batches=tuple(batches), exits=tuple(exits),
+        plain=CostFit.fit(plain_s), runtime=CostFit.fit(runtime_s),
+        plain_macs=model_macs(plain_model), nodes=tuple(nodes))

@@ -4,8 +4,19 @@ from __future__ import annotations
 
 from eeopt.passes._infra import Pass, PassManager, PassResult
 from eeopt.passes.check_model import CheckModel
-from eeopt.passes.compute_cuts import CutPlan, StageCut, compute_cuts, shape_only_nodes
-from eeopt.passes.extract_stages import extract_stages, stage_logits_name, value_info_from_spec
+from eeopt.passes.compute_cuts import (
+    CutPlan,
+    StageCut,
+    compute_cuts,
+    shape_only_nodes,
+    with_shape_closure,
+)
+from eeopt.passes.extract_stages import (
+    extract_head,
+    extract_stages,
+    stage_logits_name,
+    value_info_from_spec,
+)
 from eeopt.passes.find_exit_heads import ExitHead, ExitHeads, find_exit_heads
 from eeopt.passes.fuse_gate import GATE_PREFIX, THRESHOLD_INPUT, FuseGate, gate_prefix
 from eeopt.passes.name_nodes import NameNodes
@@ -21,6 +32,8 @@ __all__ = [
     "StageCut",
     "compute_cuts",
     "shape_only_nodes",
+    "with_shape_closure",
+    "extract_head",
     "extract_stages",
     "stage_logits_name",
     "value_info_from_spec",

@@ -20,7 +20,7 @@ from eeopt.errors import UnsupportedModelError
 from eeopt.graph import ModelGraph
 from eeopt.passes.find_exit_heads import ExitHeads
 
-__all__ = ["StageCut", "CutPlan", "compute_cuts", "shape_only_nodes"]
+__all__ = ["StageCut", "CutPlan", "compute_cuts", "shape_only_nodes", "with_shape_closure"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +80,30 @@ def shape_only_nodes(graph: ModelGraph) -> frozenset[str]:
     return frozenset(shape_only)
 
 
+def with_shape_closure(
+    graph: ModelGraph, nodes: set[str] | frozenset[str], shape_only: frozenset[str]
+) -> tuple[list[str], dict[str, None]]:
+    """``nodes`` plus the shape arithmetic they need, in topological order, and the tensors the
+    result reads from outside (initializers excluded), in first-read order."""
+    members = set(nodes)
+    work = list(nodes)
+    while work:
+        n = work.pop()
+        for t in graph.inputs_of[n]:
+            p = graph.producer.get(t)
+            if p is not None and p in shape_only and p not in members:
+                members.add(p)
+                work.append(p)
+    ordered = sorted(members, key=graph.order.__getitem__)
+    produced = {t for n in ordered for t in graph.node_by_name[n].output if t}
+    reads: dict[str, None] = {}
+    for n in ordered:
+        for t in graph.inputs_of[n]:
+            if t not in produced and t not in graph.initializer_names:
+                reads.setdefault(t, None)
+    return ordered, reads
+
+
 def _has_subgraph(node: object) -> bool:
     import onnx
 
@@ -116,22 +140,8 @@ def compute_cuts(graph: ModelGraph, heads: ExitHeads) -> CutPlan:
     stage_inputs: list[list[str]] = []
     for k, out in enumerate(outputs):
         core = {n for n, s in stage_of.items() if s == k}
-        members = set(core)
-        work = list(core)
-        while work:
-            n = work.pop()
-            for t in graph.inputs_of[n]:
-                p = graph.producer.get(t)
-                if p is not None and p in shape_only and p not in members:
-                    members.add(p)
-                    work.append(p)
-        ordered = sorted(members, key=graph.order.__getitem__)
+        ordered, reads = with_shape_closure(graph, core, shape_only)
         produced = {t for n in ordered for t in graph.node_by_name[n].output if t}
-        reads: dict[str, None] = {}
-        for n in ordered:
-            for t in graph.inputs_of[n]:
-                if t not in produced and t not in graph.initializer_names:
-                    reads.setdefault(t, None)
         if out not in produced:
             reads.setdefault(out, None)  # the exit is a tensor an earlier stage made
         for t in reads:

@@ -16,9 +16,10 @@ from onnx import helper
 
 from eeopt.graph import ModelGraph
 from eeopt.manifest import TensorSpec
-from eeopt.passes.compute_cuts import CutPlan, StageCut
+from eeopt.passes.compute_cuts import CutPlan, StageCut, shape_only_nodes, with_shape_closure
+from eeopt.passes.find_exit_heads import ExitHead
 
-__all__ = ["extract_stages", "value_info_from_spec", "stage_logits_name"]
+__all__ = ["extract_stages", "extract_head", "value_info_from_spec", "stage_logits_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,3 +90,14 @@ def extract_stages(
         out.append(ModelGraph(model))
     return out
 
+
+
+def extract_head(
+    graph: ModelGraph, head: ExitHead, specs: Mapping[str, TensorSpec]
+) -> ModelGraph:
+    """Exit ``head`` alone, as a model from the backbone tensors it reads to its logits (used
+    to measure what a head costs apart from its backbone segment)."""
+    nodes, reads = with_shape_closure(graph, head.nodes, shape_only_nodes(graph))
+    cut = StageCut(index=head.index, output=head.output, nodes=tuple(nodes), recomputed=(),
+                   inputs=tuple(reads), produces=(), carry_after=())
+    return ModelGraph(_stage_model(graph, cut, specs))

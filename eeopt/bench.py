@@ -11,11 +11,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
-__all__ = ["LatencyStats", "Comparison", "compare_batch1", "compare_throughput"]
+__all__ = [
+    "LatencyStats",
+    "Comparison",
+    "compare_batch1",
+    "compare_throughput",
+    "run_bench",
+    "plot_frontier",
+]
 
 Runner = Callable[[Mapping[str, np.ndarray]], object]
 
@@ -102,3 +110,201 @@ def compare_throughput(plain: Runner, program: Runner, feeds: Mapping[str, np.nd
                        batch: int, *, warmup: int = 5) -> Comparison:
     """Consecutive batches of ``batch`` rows (a remainder is dropped), interleaved."""
     return _interleaved(plain, program, feeds, batch, warmup, f"throughput @{batch}")
+
+
+# ---------------------------------------------------------------------------- eeopt bench
+
+
+def _plain_model_path(manifest: object, model: str | None) -> str:
+    from pathlib import Path
+
+    from eeopt.errors import DataError
+    from eeopt.manifest import sha256_file
+
+    src = getattr(manifest, "source", {}) or {}
+    path = model or src.get("file")
+    if not path:
+        raise DataError("the program records no source model; pass --model MODEL.onnx (the "
+                        "multi-exit model it was compiled from)")
+    if not Path(path).is_file():
+        raise DataError(f"source model {path} is gone; pass --model MODEL.onnx")
+    if model is None and src.get("sha256") and sha256_file(Path(path)) != src["sha256"]:
+        raise DataError(f"source model {path} changed since the compile; recompile, or pass "
+                        "--model explicitly")
+    return str(path)
+
+
+def _ideal_and_predicted(profile: object, kept: list[int], fractions: np.ndarray,
+                         batch: int) -> tuple[float, float]:
+    """Expected ms per row from the profile and a measured exit distribution: with the
+    runtime's own cost (predicted) and without it (ideal: bare stage calls)."""
+    pred = ideal = 0.0
+    paid_p = paid_i = 0.0
+    prev = -1
+    rt = profile.runtime  # type: ignore[attr-defined]
+    for f, k in zip(fractions, kept, strict=True):
+        c = profile.stage_cost(prev, k).per_row(batch)  # type: ignore[attr-defined]
+        paid_p += c
+        paid_i += c - rt.per_row(batch)
+        pred += f * paid_p
+        ideal += f * paid_i
+        prev = k
+    return ideal, pred
+
+
+def run_bench(
+    program_dir: str,
+    data: str,
+    *,
+    batches: tuple[int, ...] = (1, 64),
+    model: str | None = None,
+    calib: str | None = None,
+    budgets: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0),
+    threads: int = 1,
+    limit: int | None = None,
+    frontier_limit: int = 3000,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Accuracy, exit fractions, latency against the plain network (interleaved, same
+    process), ideal and predicted latency from the profile, and the accuracy-latency frontier
+    across budgets (each budget planned on ``calib`` and measured on ``data``)."""
+    import tempfile
+    from pathlib import Path
+
+    from eeopt.backends.ort import configure_threads, make_session
+
+    configure_threads(threads)
+    import eeopt
+    from eeopt.calibrate import calibrate, load_labelled
+    from eeopt.capture import capture, cut_to_outputs
+    from eeopt.errors import EEOptError
+    from eeopt.profile import profile_model
+
+    program = eeopt.load(program_dir, threads=threads)
+    src = _plain_model_path(program.manifest, model)
+    graph = capture(src)
+    plain = make_session(cut_to_outputs(graph, [graph.output_names[-1]]).model
+                         .SerializeToString())
+    plain_out = plain.get_outputs()[0].name
+    feeds, labels = load_labelled(data, program.input_specs)
+    if limit:
+        feeds = {k: v[:limit] for k, v in feeds.items()}
+        labels = labels[:limit]
+    n = labels.shape[0]
+
+    def run_plain(f: Mapping[str, np.ndarray]) -> object:
+        return plain.run([plain_out], dict(f))[0]
+
+    def run_program(f: Mapping[str, np.ndarray]) -> object:
+        return program.run(f)
+
+    chunks = range(0, n, 256)
+    plain_pred = np.concatenate([np.asarray(run_plain({k: v[i:i + 256] for k, v in
+                                                       feeds.items()})).argmax(1)
+                                 for i in chunks])
+    res = [program.run({k: v[i:i + 256] for k, v in feeds.items()}) for i in chunks]
+    pred = np.concatenate([r.prediction for r in res])
+    exits = np.concatenate([r.exit for r in res])
+    fractions = np.bincount(exits, minlength=program.num_exits) / n
+
+    profile = profile_model(src, threads=threads, progress=progress)
+    outputs = graph.output_names
+    kept = [outputs.index(s.exit_output) for s in program.manifest.stages]
+    comps = {}
+    for b in batches:
+        comps[b] = (compare_batch1(run_plain, run_program, feeds) if b == 1 else
+                    compare_throughput(run_plain, run_program, feeds, b))
+    latency = {}
+    for b, c in comps.items():
+        ideal_ms, pred_ms = _ideal_and_predicted(profile, kept, fractions, b)
+        plain_prof = profile.plain.per_row(b)
+        measured_row_ms = c.program.mean_ms / b
+        latency[str(b)] = {
+            **c.to_dict(),
+            "predicted_program_ms_per_row": pred_ms,
+            "measured_program_ms_per_row": measured_row_ms,
+            "prediction_error": pred_ms / measured_row_ms - 1.0,
+            "ideal_speedup": plain_prof / ideal_ms,
+            "efficiency": c.speedup_mean / (plain_prof / ideal_ms),
+        }
+
+    frontier: list[dict[str, object]] = []
+    if calib:
+        cal_feeds, cal_labels = load_labelled(calib, program.input_specs)
+        cal = calibrate(graph, cal_feeds, cal_labels, progress=progress)
+        sub = {k: v[:frontier_limit] for k, v in feeds.items()}
+        sub_y = labels[:frontier_limit]
+        with tempfile.TemporaryDirectory() as tmp:
+            for budget in budgets:
+                try:
+                    p = eeopt.compile(src, Path(tmp) / f"b{budget}", calib=cal, budget=budget,
+                                      profile=profile, threads=threads, verify=False,
+                                      policy=program.manifest.settings.get("policy",
+                                                                           "maxprob"))
+                except EEOptError as exc:  # e.g. no exit pays off at budget 0
+                    frontier.append({"budget_pp": budget, "skipped": str(exc)})
+                    continue
+
+                def run_p(f: Mapping[str, np.ndarray], _p: object = p) -> object:
+                    return _p.run(f)  # type: ignore[attr-defined]
+
+                c1 = compare_batch1(run_plain, run_p, sub, warmup=50)
+                acc = float(np.mean(np.concatenate([
+                    p.run({k: v[i:i + 256] for k, v in sub.items()}).prediction
+                    for i in range(0, len(sub_y), 256)]) == sub_y))
+                frontier.append({"budget_pp": budget, "accuracy": acc,
+                                 "plain_mean_ms": c1.plain.mean_ms,
+                                 "program_mean_ms": c1.program.mean_ms,
+                                 "speedup": c1.speedup_mean,
+                                 "kept": p.manifest.plan["kept_outputs"],
+                                 "thresholds": list(p.thresholds)})
+    return {
+        "program": str(program_dir),
+        "data": data,
+        "rows": int(n),
+        "threads": threads,
+        "accuracy": {"plain": float((plain_pred == labels).mean()),
+                     "program": float((pred == labels).mean())},
+        "loss_pp": 100.0 * float((plain_pred == labels).mean() - (pred == labels).mean()),
+        "exit_fractions": fractions.tolist(),
+        "kept_outputs": [outputs[k] for k in kept],
+        "latency": latency,
+        "frontier": frontier,
+        "frontier_rows": int(min(frontier_limit, n)) if calib else 0,
+        "profile": {"plain_ms_at_1": profile.plain.at(1),
+                    "stage_ms_at_1": [e.stage.at(1) for e in profile.exits],
+                    "runtime_ms_per_stage_at_1": profile.runtime.at(1)},
+    }
+
+
+def plot_frontier(results: dict[str, Any], path: str) -> None:
+    """Accuracy against mean batch-1 latency, per budget, with the plain network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [f for f in results["frontier"] if "accuracy" in f]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    if pts:
+        xs = [f["program_mean_ms"] for f in pts]
+        ys = [100 * f["accuracy"] for f in pts]
+        ax.plot(xs, ys, "o-", color="tab:blue", label="eeopt program (planned per budget)")
+        for f, x, y in zip(pts, xs, ys, strict=True):
+            ax.annotate(f"{f['budget_pp']:g} pp", (x, y), textcoords="offset points",
+                        xytext=(4, -10), fontsize=8)
+        plain_ms = float(np.median([f["plain_mean_ms"] for f in pts]))
+        plain_acc = 100 * results["accuracy"]["plain"]  # type: ignore[index]
+        ax.plot([plain_ms], [plain_acc], "s", color="tab:red", label="plain network")
+    lat1 = results["latency"].get("1")
+    if lat1:
+        ax.plot([lat1["program"]["mean_ms"]], [100 * results["accuracy"]["program"]],  # type: ignore[index]
+                "*", ms=14, color="tab:green", label="this program")
+    ax.set_xlabel("mean latency per input at batch 1 (ms)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"accuracy vs latency, {results['data']}, {results['threads']} thread(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

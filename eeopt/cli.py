@@ -88,12 +88,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.add_argument("model", metavar="MODEL.onnx", help="the multi-exit ONNX model")
     c.add_argument("--out", required=True, metavar="DIR", help="program directory to write")
-    g = c.add_mutually_exclusive_group(required=True)
+    g = c.add_mutually_exclusive_group()
     g.add_argument("--threshold", type=_threshold, metavar="T",
                    help="one exit threshold for every early exit (maxprob, margin: 0 < T <= 1; "
                    "entropy: T >= 0 nats; patience: T >= 1 agreeing exits)")
     g.add_argument("--thresholds", type=_threshold_list, metavar="T0,T1,...",
                    help="one threshold per early exit, comma-separated")
+    c.add_argument("--calib", metavar="DATA",
+                   help="planner: calibration data, a built-in name (fashion-mnist:val) or an "
+                   ".npz with one array per input plus 'y'; needs --budget")
+    c.add_argument("--budget", type=float, metavar="PP",
+                   help="planner: accuracy loss allowed against the final exit, in points")
+    c.add_argument("--guarantee", type=float, metavar="P",
+                   help="planner: hold the budget with probability P (e.g. 0.95), by risk "
+                   "control on held-out calibration rows")
+    c.add_argument("--plan-batch", type=_positive_int, default=1, metavar="N",
+                   help="planner: the batch size to minimise latency at (default 1)")
     c.add_argument("--policy", default="maxprob", choices=POLICIES,
                    help="how a gate decides (default maxprob): maxprob >= T, entropy <= T, "
                    "margin (top1 - top2) >= T, or patience (PABEE: T consecutive exits agree)")
@@ -120,6 +130,47 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--thresholds", type=_threshold_list, default=None, metavar="T0,T1,...",
                    help="override the compiled thresholds for this run")
     r.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+
+    pr = sub.add_parser(
+        "profile",
+        help="measure per-node, per-exit and per-stage cost on this machine",
+        description="Profile a multi-exit model (or the source model of a program directory) "
+        "on ONNX Runtime: per-node latency from ORT's profiler, each exit's stage, head + gate "
+        "and backbone segment at several batch sizes (median of repeats, fitted as fixed + "
+        "per-row), the plain network, the runtime's own per-stage cost, and MACs.",
+    )
+    pr.add_argument("model", metavar="MODEL.onnx|DIR", help="multi-exit ONNX model or program")
+    pr.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    pr.add_argument("--batches", default="1,8,64", metavar="B1,B2,...",
+                    help="batch sizes to measure (default 1,8,64)")
+    pr.add_argument("--json", metavar="OUT.json", help="also write the full report as JSON")
+    pr.add_argument("--top", type=int, default=10, help="slowest nodes to list (default 10)")
+
+    be = sub.add_parser(
+        "bench",
+        help="accuracy and latency of a program against the plain network, and the frontier",
+        description="Measure a program on labelled data against the plain network (its source "
+        "model cut to the final output), interleaved in one process: accuracy, exit fractions, "
+        "batch-1 mean/median/p99 latency (mean is the headline), throughput at larger batches, "
+        "the ideal speedup (profile x measured exit distribution), efficiency, and the "
+        "accuracy-latency frontier across planner budgets.",
+    )
+    be.add_argument("program", metavar="DIR", help="compiled program directory")
+    be.add_argument("--data", required=True, metavar="DATA",
+                    help="labelled test data: fashion-mnist:test or an .npz with inputs + 'y'")
+    be.add_argument("--batch", default="1,64", metavar="B1,B2,...",
+                    help="batch sizes (default 1,64)")
+    be.add_argument("--model", metavar="MODEL.onnx",
+                    help="the source model (default: the path recorded at compile time)")
+    be.add_argument("--calib", metavar="DATA",
+                    help="calibration data for the frontier (default: the program's own)")
+    be.add_argument("--budgets", default="0,0.25,0.5,1,2,4", metavar="PP,...",
+                    help="planner budgets for the frontier (default 0,0.25,0.5,1,2,4)")
+    be.add_argument("--no-frontier", action="store_true", help="skip the frontier")
+    be.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    be.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    be.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
+    be.add_argument("--plot", metavar="OUT.png", help="plot the accuracy-latency frontier")
 
     i = sub.add_parser("inspect", help="show a program's stages, carried tensors and gates",
                        description="Print a readable table of a compiled program.")
@@ -177,10 +228,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
         threads=args.threads,
         verify=not args.no_verify,
         policy=args.policy,
+        calib=args.calib,
+        budget=args.budget,
+        guarantee=args.guarantee,
+        plan_batch=args.plan_batch,
+        progress=True,
     )
     thr = ", ".join(f"{t:g}" for t in program.thresholds)
     print(f"compiled {args.model} -> {args.out}: {program.num_exits} stages, thresholds [{thr}]"
           + ("" if args.no_verify else ", verified against the original"))
+    plan = program.manifest.plan
+    if plan:
+        print(f"plan: kept exits {plan['kept_outputs']}; predicted accuracy "
+              f"{plan['predicted_accuracy']:.2%} (final exit {plan['final_accuracy']:.2%}), "
+              f"{plan['predicted_latency_ms']:.3f} ms/row vs {plan['plain_latency_ms']:.3f} "
+              f"plain ({plan['predicted_speedup']:.2f}x)")
+        if plan.get("holdout"):
+            h = plan["holdout"]
+            print(f"      held-out check ({h['rows']} rows): loss {h['loss_pp']:.2f} pp "
+                  f"(budget {plan['budget_pp']:g}), {h['latency_ms']:.3f} ms/row")
     return 0
 
 
@@ -251,11 +317,158 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         rows.append([str(s.index), s.file, s.exit_output, str(s.nodes), reads, passes, gate])
     print(_table(["stage", "file", "exit", "nodes", "reads", "carries on", "gate"], rows))
     if m.plan:
-        print(f"\nplan: {m.plan}")
+        p = m.plan
+        print(f"\nplan ({p['policy']}, budget {p['budget_pp']:g} pp, priced at batch "
+              f"{p['batch']}, calibration {p.get('calibration', '?')}):")
+        print(f"  kept exits {', '.join(p['kept_outputs'])}; thresholds "
+              + ", ".join(f"{t:.4g}" for t in p["thresholds"]))
+        print(f"  predicted accuracy {p['predicted_accuracy']:.2%} vs {p['final_accuracy']:.2%} "
+              f"final ({p['predicted_loss_pp']:.2f} pp, margin {p.get('margin_pp', 0):.2f}); "
+              f"{p['predicted_latency_ms']:.3f} ms/row vs {p['plain_latency_ms']:.3f} plain "
+              f"({p['predicted_speedup']:.2f}x)")
+        if p.get("holdout"):
+            h = p["holdout"]
+            print(f"  held out ({h['rows']} rows): loss {h['loss_pp']:.2f} pp, "
+                  f"{h['latency_ms']:.3f} ms/row")
     return 0
 
 
-COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect}
+def _int_list(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"{flag} takes comma-separated positive integers, got {text!r}") from None
+    if not vals or min(vals) <= 0:
+        raise UsageError(f"{flag} takes comma-separated positive integers, got {text!r}")
+    return vals
+
+
+def _atomic_text(path: str, text: str) -> None:
+    dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, dest)
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    import json
+
+    from eeopt.profile import profile_model
+
+    model = args.model
+    if Path(model).is_dir():
+        from eeopt.bench import _plain_model_path
+        from eeopt.manifest import load_manifest
+
+        model = _plain_model_path(load_manifest(model), None)
+    batches = _int_list(args.batches, "--batches")
+    r = profile_model(model, threads=args.threads, batches=batches, progress=True)
+    b_hdr = [f"stage @{b}" for b in batches]
+    rows = []
+    for e in r.exits:
+        rows.append([str(e.exit), e.output, *(f"{e.stage.samples[b]:.3f}" for b in batches),
+                     f"{e.backbone.at(batches[0]):.3f}", f"{e.head_gate.at(batches[0]):.3f}",
+                     f"{e.gate_us:.1f}", f"{e.macs / 1e6:.2f}"])
+    print(f"profile of {model}: ONNX Runtime CPU, {r.threads or 'default'} thread(s); "
+          "milliseconds per call (median), fits are fixed + per-row * batch")
+    print(_table(["exit", "output", *b_hdr, f"backbone @{batches[0]}",
+                  f"head+gate @{batches[0]}", "gate us*",
+                  "MMACs"], rows))
+    print("plain network: " + ", ".join(f"{r.plain.samples[b]:.3f} ms @{b}" for b in batches)
+          + f"; {r.plain_macs / 1e6:.2f} MMACs")
+    print("runtime's own cost per stage: " + ", ".join(
+        f"{r.runtime.samples[b]:.3f} ms @{b}" for b in batches))
+    kept = list(range(r.num_exits))
+    print("a row leaving at exit k pays (batch 1, every exit kept): " + ", ".join(
+        f"{k}: {c:.3f} ms" for k, c in zip(kept, r.cumulative_ms(kept), strict=True)))
+    slow = sorted(r.nodes, key=lambda n: -n.us)[: args.top]
+    print("\nslowest nodes as ONNX Runtime ran them (* per-node times include the "
+          "profiler's own overhead):")
+    print(_table(["stage", "node", "op", "us @1"],
+                 [[str(n.stage), n.name, n.op, f"{n.us:.1f}"] for n in slow]))
+    if args.json:
+        _atomic_text(args.json, json.dumps(r.to_dict(), indent=2, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from eeopt.bench import plot_frontier, run_bench
+    from eeopt.manifest import load_manifest
+
+    batches = _int_list(args.batch, "--batch")
+    try:
+        budgets = tuple(float(t) for t in args.budgets.split(",") if t.strip())
+    except ValueError:
+        raise UsageError(f"--budgets takes comma-separated numbers, got {args.budgets!r}"
+                         ) from None
+    calib = args.calib
+    if calib is None and not args.no_frontier:
+        plan = load_manifest(args.program).plan or {}
+        calib = plan.get("calibration") if plan.get("calibration") != "arrays" else None
+    res = run_bench(args.program, args.data, batches=batches, model=args.model,
+                    calib=None if args.no_frontier else calib, budgets=budgets,
+                    threads=args.threads, limit=args.limit)
+    print_bench(res)
+    if args.json:
+        _atomic_text(args.json, json.dumps(res, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    if args.plot:
+        if not res["frontier"]:
+            raise UsageError("--plot needs the frontier: pass --calib DATA")
+        plot_frontier(res, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def print_bench(res: dict) -> None:  # type: ignore[type-arg]
+    acc = res["accuracy"]
+    print(f"{res['program']} on {res['data']} ({res['rows']} rows, {res['threads']} thread(s))")
+    rows = [["accuracy", f"{acc['plain']:.2%}", f"{acc['program']:.2%}",
+             f"{-res['loss_pp']:+.2f} pp"]]
+    for b, lat in res["latency"].items():
+        p, q = lat["plain"], lat["program"]
+        if b == "1":
+            rows.append(["batch 1 mean (headline)", f"{p['mean_ms']:.3f} ms",
+                         f"{q['mean_ms']:.3f} ms", f"{lat['speedup_mean']:.2f}x"])
+            rows.append(["batch 1 median", f"{p['median_ms']:.3f} ms", f"{q['median_ms']:.3f} ms",
+                         f"{p['median_ms'] / q['median_ms']:.2f}x"])
+            rows.append(["batch 1 p99", f"{p['p99_ms']:.3f} ms", f"{q['p99_ms']:.3f} ms",
+                         f"{p['p99_ms'] / q['p99_ms']:.2f}x"])
+        else:
+            rows.append([f"batch {b} throughput", f"{lat['plain_rows_per_s']:,.0f}/s",
+                         f"{lat['program_rows_per_s']:,.0f}/s", f"{lat['speedup_mean']:.2f}x"])
+        rows.append([f"  ideal @{b} (profile)", "", "", f"{lat['ideal_speedup']:.2f}x"])
+        rows.append([f"  efficiency @{b}", "", "", f"{lat['efficiency']:.2f}"])
+        rows.append([f"  predicted vs measured @{b}",
+                     f"{lat['predicted_program_ms_per_row']:.4f} ms/row",
+                     f"{lat['measured_program_ms_per_row']:.4f} ms/row",
+                     f"{100 * lat['prediction_error']:+.1f}%"])
+    print(_table(["", "plain net", "eeopt", "ratio"], rows))
+    print("exit fractions: " + ", ".join(f"{o}: {f:.1%}" for o, f in
+                                         zip(res["kept_outputs"], res["exit_fractions"],
+                                             strict=True)))
+    if res["frontier"]:
+        print(f"\nfrontier (planned on the calibration data, measured on the first "
+              f"{res['frontier_rows']} rows at batch 1):")
+        frows = []
+        for f in res["frontier"]:
+            if "accuracy" in f:
+                frows.append([f"{f['budget_pp']:g}", f"{f['accuracy']:.2%}",
+                              f"{f['program_mean_ms']:.3f}", f"{f['plain_mean_ms']:.3f}",
+                              f"{f['speedup']:.2f}x", ",".join(f["kept"])])
+            else:
+                frows.append([f"{f['budget_pp']:g}", "-", "-", "-", "-", f["skipped"][:40]])
+        print(_table(["budget pp", "accuracy", "program ms", "plain ms", "speedup", "kept"],
+                     frows))
+
+
+COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect,
+            "profile": cmd_profile, "bench": cmd_bench}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

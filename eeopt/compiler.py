@@ -274,6 +274,48 @@ def verify_program(
     return worst
 
 
+def _plan(
+    prep: Prepared, calib: Any, budget: float, policy: str, guarantee: float | None,
+    threads: int | None, batch: int, progress: bool, report: Any = None,
+) -> tuple[Prepared, None, list[float], dict[str, Any]]:
+    """Profile, calibrate and plan; return the analysis of the model cut to the kept exits."""
+    from eeopt.calibrate import calibrate, load_labelled
+    from eeopt.capture import cut_to_outputs
+    from eeopt.plan import Calibration, plan_exits
+    from eeopt.profile import profile_model
+
+    if report is None:
+        report = profile_model(prep.graph.model, threads=threads, example_inputs=prep.example,
+                               progress=progress)
+    if isinstance(calib, Calibration):
+        cal = calib
+    else:
+        if isinstance(calib, tuple):
+            feeds, labels = calib
+        else:
+            feeds, labels = load_labelled(str(calib), prep.inputs)
+        cal = calibrate(prep.graph, feeds, labels, progress=progress)
+    plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
+                      guarantee=guarantee)
+    outputs = prep.graph.output_names
+    kept = [outputs[k] for k in plan.kept]
+    logger.info("plan: keep %s, thresholds %s, predicted %.2fx", kept, plan.thresholds,
+                plan.predicted_speedup)
+    record = plan.to_dict()
+    record["kept_outputs"] = kept
+    record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
+    record["profile_threads"] = report.threads
+    if len(kept) == 1:
+        raise UnsupportedModelError(
+            f"no early exit pays off within a {budget} pp budget on this data: the plan keeps "
+            "only the final classifier; raise --budget or improve the exits"
+        )
+    if len(kept) < len(outputs):
+        sub = cut_to_outputs(prep.graph, kept)
+        prep = prepare(sub.model, example_inputs=prep.example)
+    return prep, None, list(plan.thresholds), record
+
+
 def compile(  # noqa: A001 - mirrors the CLI verb
     model: Any,
     out: str | os.PathLike[str],
@@ -285,18 +327,52 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     threads: int | None = None,
     verify: bool = True,
     policy: str = "maxprob",
+    calib: Any = None,
+    budget: float | None = None,
+    guarantee: float | None = None,
+    plan_batch: int = 1,
+    progress: bool = False,
+    profile: Any = None,
 ) -> Any:
     """Compile a multi-exit model (ONNX path, ``onnx.ModelProto`` or torch module) into a
-    program directory at ``out`` and return the loaded ``Program``."""
+    program directory at ``out`` and return the loaded ``Program``.
+
+    Thresholds come either from ``threshold``/``thresholds``, or from the planner: with
+    ``calib`` (a data set name such as ``"fashion-mnist:val"``, an ``.npz`` path, or a
+    ``(feeds, labels)`` pair) and ``budget`` (accuracy points), it profiles every candidate exit
+    on this machine, keeps the exits and thresholds that minimise expected latency within the
+    budget, and records the plan in the manifest. ``profile`` reuses a ``ProfileReport`` of
+    this model, and ``calib`` may be a ready ``Calibration``.
+    """
     from eeopt.backends.ort import OrtBackend, configure_threads
     from eeopt.runtime import Program, load
 
-    check_threshold_values(threshold, thresholds, policy)  # before any expensive work
+    planning = calib is not None or budget is not None
+    if planning:
+        if calib is None or budget is None:
+            raise UsageError("the planner needs both --calib DATA and --budget PP")
+        if threshold is not None or thresholds is not None:
+            raise UsageError("pass either --threshold/--thresholds or --calib/--budget, not both")
+        if not (math.isfinite(budget) and budget >= 0):
+            raise UsageError(f"--budget {budget} must be >= 0 (accuracy points)")
+        if guarantee is not None and not 0.0 < guarantee < 1.0:
+            raise UsageError(f"--guarantee {guarantee} must be a probability in (0, 1)")
+        if policy not in POLICIES:
+            raise UsageError(f"unknown --policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    else:
+        if guarantee is not None:
+            raise UsageError("--guarantee needs the planner (--calib and --budget)")
+        check_threshold_values(threshold, thresholds, policy)  # before any expensive work
     dest = Path(out)
     if dest.exists() and not force:
         raise UsageError(f"{dest} already exists; pass --force (force=True) to replace it")
     configure_threads(threads)
     prep = prepare(model, example_inputs=example_inputs)
+    plan_record: dict[str, Any] | None = None
+    if planning:
+        prep, threshold, thresholds, plan_record = _plan(
+            prep, calib, float(budget or 0.0), policy, guarantee, threads, plan_batch, progress,
+            profile)
     num_exits = len(prep.plan.stages)
     thr = resolve_thresholds(num_exits - 1, threshold, thresholds, policy)
     built = _build_stages(prep, thr, policy)
@@ -322,6 +398,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
             num_classes=prep.num_classes,
             stages=tuple(stages),
             source=source,
+            plan=plan_record,
             settings={
                 "policy": policy,
                 "thresholds": thr,

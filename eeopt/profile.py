@@ -136,7 +136,14 @@ class CostFit:
     """Measured median ms per call, by batch size."""
 
     def at(self, batch: float) -> float:
+        """ms per call at ``batch``: the measured median where there is one, else the fit."""
+        if batch in self.samples:
+            return self.samples[int(batch)]
         return self.fixed_ms + self.per_row_ms * batch
+
+    def per_row(self, batch: float) -> float:
+        """ms per row when calls carry ``batch`` rows."""
+        return self.at(batch) / batch
 
     @classmethod
     def fit(cls, samples: dict[int, float]) -> CostFit:
@@ -221,8 +228,7 @@ class ProfileReport:
         (fixed costs shared across the batch)."""
         out, total, prev = [], 0.0, -1
         for k in kept:
-            c = self.stage_cost(prev, k)
-            total += c.fixed_ms / batch + c.per_row_ms
+            total += self.stage_cost(prev, k).per_row(batch)
             out.append(total)
             prev = k
         return out

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import topologies as T
 import torch
 
 import eeopt
 from eeopt.kernels.reference import gate_decision, gate_features, patience_step
+
+import topologies as T
 
 
 def _reference_exits(ref: list[np.ndarray], policy: str, thr: list[float]) -> np.ndarray:

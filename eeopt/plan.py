@@ -389,10 +389,13 @@ def _search(calib: Calibration, policy: str, cost: Callable[[int, int], float],
                 if r >= min_correct and (best is None or c < best.cost):
                     best = SearchResult(kept, (float(p),) * (len(kept) - 1), c, r, True)
         return best or SearchResult((km1,), (), cost(-1, km1) * calib.rows, final_correct, True)
+    scores = calib.scores(policy)
     if grid is None:
-        grid = DEFAULT_GRID if policy in ("maxprob", "margin") else -np.unique(
+        base = DEFAULT_GRID if policy in ("maxprob", "margin") else -np.unique(
             np.concatenate([np.linspace(0.0, 1.2, 41), np.logspace(-4, -1, 21)]))[::-1]
-    res = search_thresholds(calib.scores(policy), corr, cost, min_correct=min_correct,
+        # plus the data's own quantiles, so the grid fits wherever this model's scores live
+        grid = np.concatenate([base, np.quantile(scores, np.linspace(0.02, 0.98, 33))])
+    res = search_thresholds(scores, corr, cost, min_correct=min_correct,
                             grid=np.sort(grid), max_leaves=max_leaves)
     return replace(res, thresholds=tuple(to_policy_threshold(policy, t)
                                          for t in res.thresholds))

@@ -8,7 +8,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["ResidualExitInBlock", "LongSkip", "MaskedTwoInput", "TOPOLOGIES", "make", "example"]
+__all__ = [
+    "ResidualExitInBlock",
+    "LongSkip",
+    "MaskedTwoInput",
+    "HeavyChain",
+    "TOPOLOGIES",
+    "make",
+    "example",
+]
 
 
 class ResidualExitInBlock(nn.Module):
@@ -81,6 +89,26 @@ class MaskedTwoInput(nn.Module):
         return tuple(outs)
 
 
+class HeavyChain(nn.Module):
+    """Conv layers heavy enough that compute, not call overhead, dominates: an early exit
+    really saves time here, so the planner has something to find."""
+
+    def __init__(self, classes: int = 4, width: int = 32, layers: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, width, 3, padding=1)
+        self.layers = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1)
+                                    for _ in range(layers))
+        self.heads = nn.ModuleList(nn.Linear(width, classes) for _ in range(layers))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        h = torch.relu(self.stem(x))
+        outs = []
+        for layer, head in zip(self.layers, self.heads, strict=True):
+            h = torch.relu(layer(h)) + h
+            outs.append(head(h.mean(dim=(2, 3))))
+        return tuple(outs)
+
+
 TOPOLOGIES = {
     "residual": ResidualExitInBlock,
     "longskip": LongSkip,
@@ -90,7 +118,7 @@ TOPOLOGIES = {
 
 def make(name: str, seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    model = TOPOLOGIES[name]()
+    model = HeavyChain() if name == "heavy" else TOPOLOGIES[name]()
     # non-trivial BatchNorm statistics, so folding them is actually tested
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
@@ -105,6 +133,8 @@ def example(name: str, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
         return (torch.rand(batch, 1, 12, 12, generator=g),)
     if name == "longskip":
         return (torch.randn(batch, 12, generator=g),)
+    if name == "heavy":
+        return (torch.rand(batch, 1, 24, 24, generator=g),)
     x = torch.randn(batch, 5, 6, generator=g)
     lengths = torch.randint(1, 6, (batch,), generator=g)
     mask = (torch.arange(5)[None, :] < lengths[:, None]).float()

@@ -330,6 +330,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
             h = p["holdout"]
             print(f"  held out ({h['rows']} rows): loss {h['loss_pp']:.2f} pp, "
                   f"{h['latency_ms']:.3f} ms/row")
+        if p.get("exit_benefit"):
+            print("\nper-exit benefit (each early exit alone with the final one; 5-fold "
+                  "cross-validated, threshold chosen on the other folds):")
+            print(_table(["exit", "accuracy", "marginal cost ms", "saves ms/row", "loss pp"], [
+                [str(b["exit"]), f"{b['accuracy']:.2%} +- {b['accuracy_std']:.2%}",
+                 f"{b['marginal_cost_ms']:.4f}",
+                 f"{b['saved_ms']:.4f} +- {b['saved_ms_std']:.4f}", f"{b['loss_pp']:.2f}"]
+                for b in p["exit_benefit"]]))
     return 0
 
 

@@ -281,7 +281,7 @@ def _plan(
     """Profile, calibrate and plan; return the analysis of the model cut to the kept exits."""
     from eeopt.calibrate import calibrate, load_labelled
     from eeopt.capture import cut_to_outputs
-    from eeopt.plan import Calibration, plan_exits
+    from eeopt.plan import Calibration, exit_benefit, plan_exits
     from eeopt.profile import profile_model
 
     if report is None:
@@ -305,6 +305,9 @@ def _plan(
     record["kept_outputs"] = kept
     record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
     record["profile_threads"] = report.threads
+    if policy != "patience":
+        record["exit_benefit"] = exit_benefit(cal, report, budget_pp=budget, policy=policy,
+                                              batch=batch)
     if len(kept) == 1:
         raise UnsupportedModelError(
             f"no early exit pays off within a {budget} pp budget on this data: the plan keeps "

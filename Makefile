@@ -1,11 +1,12 @@
 PY ?= python3
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install demo test lint
+.PHONY: help install cpp demo test lint
 
 help:
 	@echo "make demo     install, then compile the Fashion-MNIST demo and benchmark it"
-	@echo "make test     install, then run the test suite"
+	@echo "make test     install, build the C++ runtime, then run the test suite"
+	@echo "make cpp      build the C++ runtime (build/cpp) and run its unit tests"
 	@echo "make lint     ruff + mypy"
 
 install:
@@ -14,7 +15,11 @@ install:
 demo: install
 	$(PY) -m eeopt.demo --out build/demo
 
-test: install
+cpp:
+	bash scripts/install_cpp.sh
+	PY=$(PY) bash scripts/build_cpp.sh
+
+test: install cpp
 	$(PY) -m pytest -q
 
 lint:

@@ -251,3 +251,17 @@ def test_bench_mode_prints_timings(compiled, tmp_path: Path) -> None:
     assert len(out["total_us"]) == len(out["session_us"]) == len(out["stages_run"]) == 10
     assert all(0 < s <= t for s, t in zip(out["session_us"], out["total_us"], strict=True))
     assert sum(out["exit_counts"]) == 10 * 16
+
+
+def test_usage_errors_exit_2_with_one_line(compiled, tmp_path: Path) -> None:
+    program = compiled[("longskip", 0)]
+    feeds = _feeds(program, "longskip", 0)
+    for extra, message in [
+        (("--frobnicate",), "unknown option --frobnicate"),
+        (("--thresholds", "0.5,abc"), "--thresholds expects comma-separated numbers, e.g. "
+                                      "0.9,0.8; got '0.5,abc'"),
+        (("--threads", "-1"), "--threads expects an integer >= 0, got '-1'"),
+    ]:
+        work = tmp_path / extra[0].strip("-")
+        assert_fails_cleanly(run_cpp(program, feeds, work, extra=extra), work,
+                             f"{message} (see eeopt_run --help)", code=2)

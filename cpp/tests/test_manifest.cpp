@@ -1,0 +1,193 @@
+// Program::load refuses every broken program directory with ManifestError and the message
+// eeopt/manifest.py gives. The programs here hold dummy stage files and backend "test", so a
+// load that passes every file check stops at the backend check, before ONNX Runtime.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "eeopt/program.h"
+#include "manifest.h"
+#include "text.h"
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+json tensor(const std::string& name) {
+  return {{"name", name}, {"dtype", "float32"}, {"shape", {"N", 4}}, {"batch_axis", 0}};
+}
+
+json stage(int k, bool last) {
+  json s = {{"index", k},
+            {"file", "stage" + std::to_string(k) + ".onnx"},
+            {"sha256", ""},
+            {"exit_output", "exit" + std::to_string(k)},
+            {"inputs", {tensor("x")}},
+            {"produces", json::array()},
+            {"carry_after", last ? json::array() : json::array({"x"})},
+            {"logits", "logits" + std::to_string(k)},
+            {"decision", last ? json() : json("decision")},
+            {"threshold_input", last ? json() : json("eeopt_threshold")},
+            {"gate", last ? json() : json({{"policy", "maxprob"}, {"threshold", 0.5},
+                                           {"features", {"max_prob"}}})}};
+  return s;
+}
+
+class ManifestTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("eeopt_manifest_" + std::string(::testing::UnitTest::GetInstance()
+                                                ->current_test_info()->name()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    manifest_ = {{"schema_version", 1},   {"eeopt_version", "0.1.0"},
+                 {"backend", "test"},     {"backend_version", "1"},
+                 {"onnx_opset", 17},      {"inputs", {tensor("x")}},
+                 {"num_classes", 4},      {"stages", {stage(0, false), stage(1, true)}}};
+    for (int k = 0; k < 2; ++k) {
+      const std::string bytes = "not really onnx " + std::to_string(k);
+      std::ofstream(dir_ / ("stage" + std::to_string(k) + ".onnx"), std::ios::binary) << bytes;
+      manifest_["stages"][k]["sha256"] = eeopt::detail::sha256_hex(bytes);
+    }
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  /// Writes the manifest and returns Program::load's error message.
+  std::string load_error() {
+    std::ofstream(dir_ / "manifest.json") << manifest_.dump(2);
+    try {
+      eeopt::Program::load(dir_);
+    } catch (const eeopt::ManifestError& e) {
+      return e.what();
+    }
+    return "loaded";
+  }
+
+  fs::path dir_;
+  json manifest_;
+};
+
+TEST_F(ManifestTest, AValidProgramPassesEveryFileCheck) {
+  EXPECT_EQ(load_error(), dir_.string() + " was compiled for backend 'test'; this runtime runs "
+                                          "'onnxruntime' programs");
+}
+
+TEST_F(ManifestTest, RefusesAnotherSchemaVersion) {
+  manifest_["schema_version"] = 2;
+  EXPECT_EQ(load_error(), "manifest: schema_version 2 is not supported by this eeopt (it reads "
+                          "1); recompile the program with this version");
+  manifest_.erase("schema_version");
+  EXPECT_NE(load_error().find("schema_version None is not supported"), std::string::npos);
+  manifest_["schema_version"] = "1";
+  EXPECT_NE(load_error().find("schema_version '1' is not supported"), std::string::npos);
+}
+
+TEST_F(ManifestTest, RefusesATamperedStageFile) {
+  std::ofstream(dir_ / "stage1.onnx", std::ios::app) << "!";
+  EXPECT_EQ(load_error(), "stage 1 file stage1.onnx does not match its sha256 in the manifest "
+                          "(modified or corrupted); recompile the program");
+}
+
+TEST_F(ManifestTest, RefusesAMissingStageFile) {
+  fs::remove(dir_ / "stage0.onnx");
+  EXPECT_EQ(load_error(), "stage 0 file stage0.onnx is missing from " + dir_.string() +
+                              "; recompile");
+}
+
+TEST_F(ManifestTest, RefusesPathsLeavingTheDirectory) {
+  manifest_["stages"][1]["file"] = "../stage1.onnx";
+  EXPECT_EQ(load_error(), "manifest: file '../stage1.onnx' points outside the program directory");
+  manifest_["stages"][1]["file"] = "/etc/passwd";
+  EXPECT_EQ(load_error(), "manifest: file '/etc/passwd' is not a relative path inside " +
+                              dir_.string());
+  const fs::path outside = dir_.string() + "_outside.onnx";
+  fs::copy_file(dir_ / "stage1.onnx", outside, fs::copy_options::overwrite_existing);
+  fs::create_symlink(outside, dir_ / "link.onnx");
+  manifest_["stages"][1]["file"] = "link.onnx";
+  EXPECT_EQ(load_error(), "manifest: file 'link.onnx' points outside the program directory");
+  fs::remove(outside);
+}
+
+TEST_F(ManifestTest, AcceptsASymlinkThatStaysInside) {
+  fs::create_directories(dir_ / "sub");
+  fs::rename(dir_ / "stage1.onnx", dir_ / "sub" / "real.onnx");
+  fs::create_symlink("sub/real.onnx", dir_ / "stage1.onnx");
+  EXPECT_NE(load_error().find("was compiled for backend 'test'"), std::string::npos);
+}
+
+TEST_F(ManifestTest, NamesTheBrokenField) {
+  manifest_["stages"][0].erase("sha256");
+  EXPECT_EQ(load_error(), "manifest: stages[0] is missing the field 'sha256'; recompile");
+  manifest_["stages"][0]["sha256"] = 5;
+  EXPECT_EQ(load_error(), "manifest: stages[0].sha256 has the wrong type; recompile");
+  SetUp();
+  manifest_["stages"][1]["inputs"][0]["shape"] = {"N", 1.5};
+  EXPECT_EQ(load_error(), "manifest: stages[1].inputs.shape holds 1.5; recompile");
+  SetUp();
+  manifest_["inputs"][0]["batch_axis"] = "0";
+  EXPECT_EQ(load_error(), "manifest: inputs.batch_axis must be an int or null; recompile");
+  SetUp();
+  manifest_["stages"].erase(1);
+  EXPECT_EQ(load_error(), "manifest: a program needs at least 2 stages; recompile");
+  SetUp();
+  manifest_["stages"][1]["gate"] = manifest_["stages"][0]["gate"];
+  EXPECT_EQ(load_error(), "manifest: stages[1] must not carry a gate; recompile");
+  SetUp();
+  manifest_["stages"][1]["index"] = 3;
+  EXPECT_EQ(load_error(), "manifest: stages[1] has index 3; recompile");
+  SetUp();
+  manifest_["stages"][1]["inputs"] = {tensor("h")};
+  EXPECT_EQ(load_error(), "manifest: stages[1] reads 'h', which no earlier stage carries; "
+                          "recompile");
+}
+
+TEST_F(ManifestTest, RefusesWhatIsNotAProgram) {
+  EXPECT_EQ(load_error(), dir_.string() + " was compiled for backend 'test'; this runtime runs "
+                                          "'onnxruntime' programs");
+  fs::remove(dir_ / "manifest.json");
+  EXPECT_THROW(
+      {
+        try {
+          eeopt::Program::load(dir_);
+        } catch (const eeopt::ManifestError& e) {
+          EXPECT_EQ(std::string(e.what()),
+                    dir_.string() + " has no manifest.json; compile it with `eeopt compile`");
+          throw;
+        }
+      },
+      eeopt::ManifestError);
+  std::ofstream(dir_ / "manifest.json") << "{not json";
+  try {
+    eeopt::Program::load(dir_.string() + "/");
+    FAIL() << "loaded";
+  } catch (const eeopt::ManifestError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind((dir_ / "manifest.json").string() +
+                                              " is not valid JSON (", 0), 0u) << e.what();
+  }
+  try {
+    eeopt::Program::load(dir_ / "nope");
+    FAIL() << "loaded";
+  } catch (const eeopt::ManifestError& e) {
+    EXPECT_EQ(std::string(e.what()), (dir_ / "nope").string() +
+                                         " is not a program directory; compile one with "
+                                         "`eeopt compile`");
+  }
+}
+
+TEST(Sha256, MatchesTheStandardTestVector) {
+  EXPECT_EQ(eeopt::detail::sha256_hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(Repr, QuotesLikePython) {
+  EXPECT_EQ(eeopt::detail::repr("x"), "'x'");
+  EXPECT_EQ(eeopt::detail::repr("it's"), "\"it's\"");
+  EXPECT_EQ(eeopt::detail::repr("a\\b\n"), "'a\\\\b\\n'");
+}
+
+}  // namespace

@@ -3,9 +3,9 @@
 The network is a chain of four segments; after segment ``k`` an exit head turns the features
 into logits ``exit k``. Segment 0 downsamples to 14x14 almost at once so that exit 0 is cheap;
 channels grow as the feature map shrinks (16 @28x28 -> 16 @14x14 -> 48 @7x7 -> 112 @4x4).
-Channel counts are multiples of 16 so that blocked (NCHWc) CPU convolutions waste no lanes. Every exit
-head is a 1x1 conv + BN + ReLU followed by a tiny linear classifier over the (pooled) map;
-the final exit is global average pooling + linear. ``forward`` takes float32 ``[B, 1, 28, 28]``
+Channel counts are multiples of 16 so that blocked (NCHWc) CPU convolutions waste no lanes.
+Every exit head is a 1x1 conv + BN + ReLU followed by a tiny linear classifier over the (pooled)
+map; the final exit is global average pooling + linear. ``forward`` takes float32 ``[B, 1, 28, 28]``
 in ``[0, 1]``, normalizes inside, and returns the four logits ``[B, 10]``, earliest first.
 
 Per-image cost (multiply-accumulates of Conv2d and Linear layers) is given by
@@ -109,7 +109,17 @@ class DemoCNN(nn.Module):
     """Residual CNN with exits after segments 0, 1, 2 (early) and 3 (final).
 
     ``segments[k]`` is the backbone between exit ``k - 1`` and exit ``k``; ``heads[k]`` maps its
-    output to logits. ``forward`` returns ``(exit0, exit1, exit2, exit3)``.
+    output to logits. ``forward`` returns ``(exit0, exit1, exit2, exit3)``. With the default
+    ``widths=(w0, w1, w2, w3)``:
+
+    - segment 0: normalize, conv3x3 1->w0 @28x28, conv3x3/2 w0->w1 @14x14, 2 basic blocks (w1)
+    - segment 1: conv3x3/2 w1->w2 @7x7, 1 basic block (w2)
+    - segment 2: conv3x3/2 w2->w3 @4x4, 1 basic block (w3)
+    - segment 3: 1 basic block (w3)
+    - heads 0-2: conv1x1 -> 32/32/64 + BN + ReLU (+ 2x2 avg pool at 14x14), flatten, linear
+    - head 3: global average pool, linear
+
+    Every conv is followed by BatchNorm; a basic block is conv-BN-ReLU-conv-BN + identity, ReLU.
     """
 
     def __init__(self, widths: tuple[int, int, int, int] = (16, 16, 48, 112)) -> None:

@@ -94,7 +94,9 @@ def test_import_does_not_need_torch() -> None:
 @pytest.mark.slow
 def test_onnx_export_matches_torch(model: DemoCNN, tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
+    from eeopt.backends.ort import make_session
+
     program = torch.onnx.export(
         model.eval(),
         (torch.randn(2, 1, 28, 28),),
@@ -107,7 +109,9 @@ def test_onnx_export_matches_torch(model: DemoCNN, tmp_path: Path) -> None:
     )
     path = tmp_path / "demo_cnn.onnx"
     program.save(str(path))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    # eeopt's sessions share one global thread pool; once it exists in the process, ONNX
+    # Runtime refuses sessions with pools of their own, so go through make_session
+    session = make_session(str(path))
     assert [o.name for o in session.get_outputs()] == ["exit0", "exit1", "exit2", "exit3"]
     rng = np.random.default_rng(0)
     for batch in (1, 3, 8):

@@ -46,6 +46,19 @@ class Result:
         return np.bincount(self.exit, minlength=num_exits)
 
 
+@dataclass(frozen=True)
+class _Hot:
+    """What the run loop needs of one stage, worked out once at load time."""
+
+    session: object
+    inputs: tuple[str, ...]
+    fetch: list[str]
+    """logits, then (gated stages) the decision, then the carried tensors it makes."""
+    produces: tuple[str, ...]
+    threshold: str | None
+    compact: tuple[tuple[str, int | None], ...]
+
+
 @dataclass
 class _Stage:
     spec: StageSpec
@@ -97,7 +110,21 @@ class Program:
                 )
             )
         self._thresholds = np.array(manifest.thresholds, dtype=np.float32)
+        self._thr0 = [np.array(t, dtype=np.float32) for t in self._thresholds]
         self._check = InputChecker(manifest.inputs)
+        self._hot = []
+        for st in self._stages:
+            sp = st.spec
+            produces = tuple(t.name for t in sp.produces if t.name != sp.logits)
+            gated = sp.gate is not None
+            self._hot.append(_Hot(
+                session=st.segment.session,
+                inputs=st.input_names,
+                fetch=[sp.logits] + ([sp.decision] if gated else []) + list(produces),  # type: ignore[list-item]
+                produces=produces,
+                threshold=sp.threshold_input if gated else None,
+                compact=tuple(st.compact_axes.items()),
+            ))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -152,42 +179,54 @@ class Program:
 
     def run(self, x: Inputs, *, thresholds: float | Sequence[float] | None = None) -> Result:
         """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call
-        (a value above 1 disables that exit)."""
+        (a value above 1 disables a maxprob exit)."""
         feeds, n = self._feeds(x)
-        thr = self._resolve_thresholds(thresholds)
+        thr = self._thr0 if thresholds is None else [
+            np.array(t, dtype=np.float32) for t in self._resolve_thresholds(thresholds)]
         logits = np.empty((n, self.num_classes), dtype=np.float32)
         exits = np.empty((n,), dtype=np.int64)
         if n == 0:
             return Result(logits, exits)
         live: dict[str, np.ndarray] = feeds
         order: np.ndarray | None = None  # original row of each remaining row; None = identity
-        last = len(self._stages) - 1
-        for k, st in enumerate(self._stages):
-            sfeeds = {name: live[name] for name in st.input_names}
-            if k < last:
-                sfeeds[st.spec.threshold_input] = thr[k : k + 1].reshape(())  # type: ignore[index]
-            outs = st.segment.run(sfeeds, check=False)
-            out_logits = outs[st.spec.logits]
-            if k == last:
-                rows = slice(None) if order is None else order
-                logits[rows] = out_logits
-                exits[rows] = k
+        # the hot loop: everything per stage was worked out at load time (see _Hot)
+        for k, h in enumerate(self._hot):
+            sfeeds = {name: live[name] for name in h.inputs}
+            if h.threshold is None:  # the final stage takes every row still here
+                out_logits = h.session.run(h.fetch, sfeeds)[0]
+                if order is None:
+                    logits[:] = out_logits
+                    exits[:] = k
+                else:
+                    logits[order] = out_logits
+                    exits[order] = k
                 break
-            for t in st.spec.produces:
-                live[t.name] = outs[t.name]
-            decision = outs[st.spec.decision]  # type: ignore[index]
-            leaving = np.flatnonzero(decision)
-            if leaving.size:
-                rows_out = leaving if order is None else order[leaving]
-                logits[rows_out] = out_logits[leaving]
-                exits[rows_out] = k
-                if leaving.size == decision.shape[0]:
+            sfeeds[h.threshold] = thr[k]
+            outs = h.session.run(h.fetch, sfeeds)
+            out_logits, decision = outs[0], outs[1]
+            for name, arr in zip(h.produces, outs[2:], strict=True):
+                live[name] = arr
+            m = decision.shape[0]
+            if m == 1:  # one row: no index arithmetic
+                if decision[0]:
+                    row = 0 if order is None else int(order[0])
+                    logits[row] = out_logits[0]
+                    exits[row] = k
                     break
-                keep = np.flatnonzero(~decision)
-                order = keep if order is None else order[keep]
-                live = {t: _compact(live[t], keep, ax) for t, ax in st.compact_axes.items()}
-            else:
-                live = {t: live[t] for t in st.compact_axes}
+                live = {t: live[t] for t, _ in h.compact}
+                continue
+            leaving = np.flatnonzero(decision)
+            if leaving.size == 0:
+                live = {t: live[t] for t, _ in h.compact}  # no copy when no row leaves
+                continue
+            rows_out = leaving if order is None else order[leaving]
+            logits[rows_out] = out_logits[leaving]
+            exits[rows_out] = k
+            if leaving.size == m:
+                break
+            keep = np.flatnonzero(~decision)
+            order = keep if order is None else order[keep]
+            live = {t: _compact(live[t], keep, ax) for t, ax in h.compact}
         return Result(logits, exits)
 
     def run_all(self, x: Inputs) -> list[np.ndarray]:

@@ -29,15 +29,21 @@ class _Spy:
     """Records what each stage was fed and how many rows it ran."""
 
     def __init__(self, prog: eeopt.Program) -> None:
+        import dataclasses
+
         self.calls: list[tuple[int, dict[str, np.ndarray]]] = []
-        for k, st in enumerate(prog._stages):
-            orig = st.segment.run
+        spy = self
 
-            def run(feeds, *, check=True, _k=k, _orig=orig):  # type: ignore[no-untyped-def]
-                self.calls.append((_k, dict(feeds)))
-                return _orig(feeds, check=check)
+        class Session:
+            def __init__(self, k: int, inner: object) -> None:
+                self.k, self.inner = k, inner
 
-            st.segment.run = run  # type: ignore[method-assign]
+            def run(self, fetch, feeds):  # type: ignore[no-untyped-def]
+                spy.calls.append((self.k, dict(feeds)))
+                return self.inner.run(fetch, feeds)  # type: ignore[attr-defined]
+
+        prog._hot = [dataclasses.replace(h, session=Session(k, h.session))
+                     for k, h in enumerate(prog._hot)]
 
 
 def test_rows_come_back_in_original_order(masked: eeopt.Program) -> None:

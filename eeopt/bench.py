@@ -1,7 +1,9 @@
 """Latency measurement: the plain network against the program, interleaved in one process.
 
-Interleaving (plain, program, program, plain, ...) exposes both to the same machine state, so
-their ratio is meaningful even on a noisy machine. At batch 1 the mean latency is the expected
+Interleaving (a block of plain calls, a block of program calls, then the other way round)
+exposes both to the same machine state over time, so their ratio is meaningful even on a noisy
+machine; within a block each keeps its own weights warm in cache, as a deployment would.
+At batch 1 the mean latency is the expected
 cost per input and the headline; median and p99 come beside it. At larger batches the headline is
 throughput.
 """
@@ -73,7 +75,10 @@ def _slice(feeds: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, 
 
 
 def _interleaved(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray], batch: int,
-                 warmup: int, desc: str) -> Comparison:
+                 warmup: int, desc: str, block: int) -> Comparison:
+    """Time every call. Calls go in alternating blocks (plain block, program block, then the
+    other way round), so both see the same machine over time, while each runs with its own
+    weights warm in cache, as a deployment that runs one model would."""
     n = next(iter(feeds.values())).shape[0]
     chunks = [_slice(feeds, s, s + batch) for s in range(0, n - batch + 1, batch)]
     for c in chunks[:warmup]:
@@ -82,34 +87,28 @@ def _interleaved(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray]
     tp = np.empty(len(chunks))
     tq = np.empty(len(chunks))
     clock = time.perf_counter
-    for i, c in enumerate(tqdm(chunks, desc=desc, unit="call", leave=False, disable=None)):
-        if i % 2 == 0:
-            t0 = clock()
-            plain(c)
-            t1 = clock()
-            program(c)
-            t2 = clock()
-            tp[i], tq[i] = t1 - t0, t2 - t1
-        else:
-            t0 = clock()
-            program(c)
-            t1 = clock()
-            plain(c)
-            t2 = clock()
-            tq[i], tp[i] = t1 - t0, t2 - t1
+    blocks = range(0, len(chunks), block)
+    for bi, start in enumerate(tqdm(blocks, desc=desc, unit="block", leave=False, disable=None)):
+        idx = range(start, min(start + block, len(chunks)))
+        order = ((plain, tp), (program, tq)) if bi % 2 == 0 else ((program, tq), (plain, tp))
+        for fn, out in order:
+            for i in idx:
+                t0 = clock()
+                fn(chunks[i])
+                out[i] = clock() - t0
     return Comparison(batch, LatencyStats.of(tp), LatencyStats.of(tq), len(chunks) * batch)
 
 
 def compare_batch1(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray], *,
-                   warmup: int = 100) -> Comparison:
-    """Every row as its own call, alternating which of the two goes first."""
-    return _interleaved(plain, program, feeds, 1, warmup, "latency @1")
+                   warmup: int = 100, block: int = 20) -> Comparison:
+    """Every row as its own call, in alternating blocks of ``block`` calls."""
+    return _interleaved(plain, program, feeds, 1, warmup, "latency @1", block)
 
 
 def compare_throughput(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray],
-                       batch: int, *, warmup: int = 5) -> Comparison:
-    """Consecutive batches of ``batch`` rows (a remainder is dropped), interleaved."""
-    return _interleaved(plain, program, feeds, batch, warmup, f"throughput @{batch}")
+                       batch: int, *, warmup: int = 5, block: int = 4) -> Comparison:
+    """Consecutive batches of ``batch`` rows (a remainder is dropped), in alternating blocks."""
+    return _interleaved(plain, program, feeds, batch, warmup, f"throughput @{batch}", block)
 
 
 # ---------------------------------------------------------------------------- eeopt bench

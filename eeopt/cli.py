@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--guarantee", type=float, metavar="P",
                    help="planner: hold the budget with probability P (e.g. 0.95), by risk "
                    "control on held-out calibration rows")
+    c.add_argument("--margin", type=float, default=2.0, metavar="SIGMAS",
+                   help="planner: keep this many standard errors of the loss estimate below "
+                   "the budget (default 2; 0 plans right up to the budget)")
     c.add_argument("--plan-batch", type=_positive_int, default=1, metavar="N",
                    help="planner: the batch size to minimise latency at (default 1)")
     c.add_argument("--policy", default="maxprob", choices=POLICIES,
@@ -232,6 +235,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         budget=args.budget,
         guarantee=args.guarantee,
         plan_batch=args.plan_batch,
+        margin=args.margin,
         progress=True,
     )
     thr = ", ".join(f"{t:g}" for t in program.thresholds)

@@ -277,6 +277,7 @@ def verify_program(
 def _plan(
     prep: Prepared, calib: Any, budget: float, policy: str, guarantee: float | None,
     threads: int | None, batch: int, progress: bool, report: Any = None,
+    margin: float = 2.0,
 ) -> tuple[Prepared, None, list[float], dict[str, Any]]:
     """Profile, calibrate and plan; return the analysis of the model cut to the kept exits."""
     from eeopt.calibrate import calibrate, load_labelled
@@ -296,7 +297,7 @@ def _plan(
             feeds, labels = load_labelled(str(calib), prep.inputs)
         cal = calibrate(prep.graph, feeds, labels, progress=progress)
     plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
-                      guarantee=guarantee)
+                      guarantee=guarantee, margin_z=margin)
     outputs = prep.graph.output_names
     kept = [outputs[k] for k in plan.kept]
     logger.info("plan: keep %s, thresholds %s, predicted %.2fx", kept, plan.thresholds,
@@ -336,6 +337,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     plan_batch: int = 1,
     progress: bool = False,
     profile: Any = None,
+    margin: float = 2.0,
 ) -> Any:
     """Compile a multi-exit model (ONNX path, ``onnx.ModelProto`` or torch module) into a
     program directory at ``out`` and return the loaded ``Program``.
@@ -375,7 +377,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     if planning:
         prep, threshold, thresholds, plan_record = _plan(
             prep, calib, float(budget or 0.0), policy, guarantee, threads, plan_batch, progress,
-            profile)
+            profile, margin)
     num_exits = len(prep.plan.stages)
     thr = resolve_thresholds(num_exits - 1, threshold, thresholds, policy)
     built = _build_stages(prep, thr, policy)

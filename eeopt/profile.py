@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -240,17 +242,34 @@ class ProfileReport:
 
 
 def _median_call_ms(fn, min_time_s: float, max_reps: int = 2000) -> float:  # type: ignore[no-untyped-def]
+    return _measure({"f": fn}, min_time_s, max_reps)["f"]
+
+
+def _measure(fns: dict[str, Callable[[], object]], min_time_s: float,
+             max_reps: int = 2000, rounds: int = 5) -> dict[str, float]:
+    """Median ms per call of each function, measured in interleaved rounds after a warm-up,
+    so that a machine whose speed drifts skews every function alike."""
     import time
 
-    for _ in range(3):
-        fn()
-    times: list[float] = []
-    t_end = time.perf_counter() + min_time_s
-    while (len(times) < 7 or time.perf_counter() < t_end) and len(times) < max_reps:
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    clock = time.perf_counter
+    for fn in fns.values():  # warm-up: first calls allocate arenas and fill caches
+        t_end = clock() + min(0.05, min_time_s)
+        for i in range(max_reps):
+            fn()
+            if i >= 10 and clock() > t_end:
+                break
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    per_round = min_time_s / rounds
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            t_end = clock() + per_round
+            reps = 0
+            while (reps < 3 or clock() < t_end) and reps < max_reps // rounds:
+                t0 = clock()
+                fn()
+                times[k].append(clock() - t0)
+                reps += 1
+    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
 
 
 def _profile_nodes(model: bytes, feeds: dict[str, np.ndarray], stage: int,
@@ -307,6 +326,7 @@ def profile_model(
     from eeopt.backends.ort import configure_threads, make_session
     from eeopt.capture import cut_to_outputs, random_inputs, tile_inputs
     from eeopt.compiler import _build_stages, prepare
+    from eeopt.kernels.reference import NEVER
     from eeopt.passes import FuseGate, PassManager, RemoveDeadNodes, extract_head
 
     configure_threads(threads)
@@ -331,7 +351,6 @@ def profile_model(
         outs = tap_sess.run(tap_names, feeds)
         return {**feeds, **dict(zip(tap_names, outs, strict=True))}
 
-    stage_sess = [make_session(m.SerializeToString()) for m, _ in built]
     head_models = []
     for h in prep.heads.heads[:-1]:
         hg = extract_head(graph, h, prep.specs)
@@ -356,31 +375,35 @@ def profile_model(
     head_s: list[dict[int, float]] = [{} for _ in range(k_exits - 1)]
     plain_s: dict[int, float] = {}
     runtime_s: dict[int, float] = {}
-    steps = len(batches) * (2 * k_exits + 1)
-    bar = tqdm(total=steps, desc="eeopt profile", unit="step", disable=not progress or None)
+    bar = tqdm(total=len(batches), desc="eeopt profile", unit="batch size",
+               disable=not progress or None)
     with tempfile.TemporaryDirectory() as tmp:
         from eeopt.compiler import compile as _compile
 
+        # the stages are timed as the runtime calls them: its own sessions and fetch lists
         program = _compile(graph.model, Path(tmp) / "p", threshold=0.5, verify=False)
+        hot = program._hot
+        # no row leaves, so every stage runs: the runtime's own cost per stage, measured
+        program._thr0 = [np.array(NEVER["maxprob"], dtype=np.float32)] * (k_exits - 1)
         for b in batches:
             vals = tensors(b)
+            fns: dict[str, Callable[[], object]] = {}
             for k in range(k_exits):
                 f = stage_feeds(k, vals)
-                stage_s[k][b] = _median_call_ms(lambda s=stage_sess[k], f=f: s.run(None, f),
-                                                min_time_s)
-                bar.update()
+                fns[f"s{k}"] = partial(hot[k].session.run, hot[k].fetch, f)
             for k in range(k_exits - 1):
-                f = head_feeds(k, vals)
-                head_s[k][b] = _median_call_ms(lambda s=head_sess[k], f=f: s.run(None, f),
-                                               min_time_s)
-                bar.update()
+                fns[f"h{k}"] = partial(head_sess[k].run, None, head_feeds(k, vals))
             x = {s.name: vals[s.name] for s in prep.inputs}
-            plain_s[b] = _median_call_ms(lambda x=x: plain_sess.run(None, x), min_time_s)
-            prog_ms = _median_call_ms(
-                lambda x=x: program.run(x, thresholds=[float(never)] * (k_exits - 1)),
-                min_time_s)
-            runtime_s[b] = max(prog_ms - sum(stage_s[k][b] for k in range(k_exits)), 0.0) / (
-                k_exits)
+            fns["plain"] = partial(plain_sess.run, None, x)
+            fns["program"] = partial(program.run, x)
+            med = _measure(fns, min_time_s * (len(fns) / 2))
+            for k in range(k_exits):
+                stage_s[k][b] = med[f"s{k}"]
+            for k in range(k_exits - 1):
+                head_s[k][b] = med[f"h{k}"]
+            plain_s[b] = med["plain"]
+            runtime_s[b] = max(med["program"] - sum(stage_s[k][b] for k in range(k_exits)),
+                               0.0) / k_exits
             bar.update()
     bar.close()
 

@@ -112,6 +112,7 @@ class Program:
         self._thresholds = np.array(manifest.thresholds, dtype=np.float32)
         self._thr0 = [np.array(t, dtype=np.float32) for t in self._thresholds]
         self._check = InputChecker(manifest.inputs)
+        self._single = manifest.inputs[0].name if len(manifest.inputs) == 1 else None
         self._hot = []
         for st in self._stages:
             sp = st.spec
@@ -151,7 +152,9 @@ class Program:
 
     # ------------------------------------------------------------------ running
     def _feeds(self, x: Inputs) -> tuple[dict[str, np.ndarray], int]:
-        if isinstance(x, Mapping):
+        if type(x) is np.ndarray and self._single is not None:  # the common case, fast
+            feeds = {self._single: x}
+        elif isinstance(x, Mapping):
             feeds = dict(x)
         else:
             if len(self.input_specs) != 1:

@@ -465,8 +465,8 @@ def print_bench(res: dict) -> None:  # type: ignore[type-arg]
                                          zip(res["kept_outputs"], res["exit_fractions"],
                                              strict=True)))
     if res["frontier"]:
-        print(f"\nfrontier (planned on the calibration data, measured on the first "
-              f"{res['frontier_rows']} rows at batch 1):")
+        print(f"\nfrontier (planned on the calibration data; accuracy on every row, batch-1 "
+              f"latency on the first {res['frontier_rows']}):")
         frows = []
         for f in res["frontier"]:
             if "accuracy" in f:

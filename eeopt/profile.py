@@ -316,7 +316,7 @@ def profile_model(
     threads: int | None = 1,
     batches: tuple[int, ...] = (1, 8, 64),
     example_inputs: object = None,
-    min_time_s: float = 0.15,
+    min_time_s: float = 0.3,
     progress: bool = True,
 ) -> ProfileReport:
     """Measure every exit's stage, head + gate, the plain network, and the runtime's per-stage

@@ -5,7 +5,7 @@ Two views:
   (Conv, ConvTranspose, Gemm, MatMul; other ops count 0);
 - measured (``profile_model``): per-node latency from ONNX Runtime's profiler, and wall-clock
   latency of every stage, every exit head + gate on its own, the plain network, and the
-  runtime's own per-stage cost, each at a few batch sizes (median of repeats after warm-up) and
+  runtime's own per-stage cost, each at a few batch sizes (mean of repeats after warm-up) and
   fitted as ``fixed + per_row * batch``. The planner prices any choice of kept exits from these:
   a stage from kept exit i to kept exit j costs the backbone segments between them, exit j's
   head + gate, and one stage call.
@@ -130,15 +130,15 @@ def stage_macs(program_dir: str | os.PathLike[str]) -> StageCosts:
 
 @dataclass(frozen=True)
 class CostFit:
-    """Latency of one call as ``fixed_ms + per_row_ms * batch``, fitted to medians."""
+    """Latency of one call as ``fixed_ms + per_row_ms * batch``, fitted to means."""
 
     fixed_ms: float
     per_row_ms: float
     samples: dict[int, float]
-    """Measured median ms per call, by batch size."""
+    """Measured mean ms per call, by batch size."""
 
     def at(self, batch: float) -> float:
-        """ms per call at ``batch``: the measured median where there is one, else the fit."""
+        """ms per call at ``batch``: the measured mean where there is one, else the fit."""
         if batch in self.samples:
             return self.samples[int(batch)]
         return self.fixed_ms + self.per_row_ms * batch
@@ -247,8 +247,9 @@ def _median_call_ms(fn, min_time_s: float, max_reps: int = 2000) -> float:  # ty
 
 def _measure(fns: dict[str, Callable[[], object]], min_time_s: float,
              max_reps: int = 2000, rounds: int = 5) -> dict[str, float]:
-    """Median ms per call of each function, measured in interleaved rounds after a warm-up,
-    so that a machine whose speed drifts skews every function alike."""
+    """Mean ms per call of each function, measured in interleaved rounds after a warm-up,
+    so that a machine whose speed drifts skews every function alike. The mean, not the median:
+    it is the expected cost the planner minimises and the benchmark's headline measures."""
     import time
 
     clock = time.perf_counter
@@ -269,7 +270,7 @@ def _measure(fns: dict[str, Callable[[], object]], min_time_s: float,
                 fn()
                 times[k].append(clock() - t0)
                 reps += 1
-    return {k: float(np.median(v) * 1e3) for k, v in times.items()}
+    return {k: float(np.mean(v) * 1e3) for k, v in times.items()}
 
 
 def _profile_nodes(model: bytes, feeds: dict[str, np.ndarray], stage: int,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -133,18 +133,19 @@ def _plain_model_path(manifest: object, model: str | None) -> str:
     return str(path)
 
 
-def _ideal_and_predicted(profile: object, kept: list[int], fractions: np.ndarray,
-                         batch: int) -> tuple[float, float]:
-    """Expected ms per row from the profile and a measured exit distribution: with the
-    runtime's own cost (predicted) and without it (ideal: bare stage calls)."""
+def _ideal_and_predicted(profile: Any, kept: list[int], fractions: np.ndarray,
+                         batch: int, predict_with: Any = None) -> tuple[float, float]:
+    """Expected ms per row from the profile and a measured exit distribution: ideal (bare,
+    warm stage calls) and predicted (with the runtime's own cost, and the plan's closed-loop
+    corrections when ``predict_with`` carries them)."""
+    predict_with = predict_with or profile
     pred = ideal = 0.0
     paid_p = paid_i = 0.0
     prev = -1
-    rt = profile.runtime  # type: ignore[attr-defined]
+    rt = profile.runtime
     for f, k in zip(fractions, kept, strict=True):
-        c = profile.stage_cost(prev, k).per_row(batch)  # type: ignore[attr-defined]
-        paid_p += c
-        paid_i += c - rt.per_row(batch)
+        paid_p += predict_with.stage_cost(prev, k).per_row(batch)
+        paid_i += profile.stage_cost(prev, k).per_row(batch) - rt.per_row(batch)
         pred += f * paid_p
         ideal += f * paid_i
         prev = k
@@ -207,6 +208,10 @@ def run_bench(
     fractions = np.bincount(exits, minlength=program.num_exits) / n
 
     profile = profile_model(src, threads=threads, progress=progress)
+    plan = program.manifest.plan or {}
+    corr = plan.get("cost_corrections_ms") or []
+    predict_with = (replace(profile, corrections_ms=tuple(corr))
+                    if len(corr) == profile.num_exits else profile)
     outputs = graph.output_names
     kept = [outputs.index(s.exit_output) for s in program.manifest.stages]
     comps = {}
@@ -215,7 +220,7 @@ def run_bench(
                     compare_throughput(run_plain, run_program, feeds, b))
     latency = {}
     for b, c in comps.items():
-        ideal_ms, pred_ms = _ideal_and_predicted(profile, kept, fractions, b)
+        ideal_ms, pred_ms = _ideal_and_predicted(profile, kept, fractions, b, predict_with)
         plain_prof = profile.plain.per_row(b)
         measured_row_ms = c.program.mean_ms / b
         latency[str(b)] = {

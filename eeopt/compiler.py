@@ -16,7 +16,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +274,51 @@ def verify_program(
     return worst
 
 
+def _measure_corrections(prep: Prepared, plan: Any, report: Any,
+                         feeds: dict[str, np.ndarray], policy: str, threads: int | None,
+                         max_rows: int = 2000, min_rows: int = 20) -> tuple[float, ...]:
+    """Per exit, measured minus modelled cost of its stage, from running ``plan``'s program
+    row by row on calibration inputs (0 where too few rows reach it to tell)."""
+    import tempfile
+    import time
+
+    from eeopt.capture import cut_to_outputs
+    from eeopt.runtime import load
+
+    outputs = prep.graph.output_names
+    kept = list(plan.kept)
+    sub = cut_to_outputs(prep.graph, [outputs[k] for k in kept])
+    n = min(next(iter(feeds.values())).shape[0], max_rows)
+    rows = [{k: np.ascontiguousarray(v[i:i + 1]) for k, v in feeds.items()} for i in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        compile(sub.model, Path(tmp) / "p", thresholds=list(plan.thresholds), policy=policy,
+                verify=False, threads=threads)
+        prog = load(Path(tmp) / "p", threads)
+        for r in rows[: min(200, n)]:
+            prog.run(r)
+        times = np.empty(n)
+        exits = np.empty(n, dtype=np.int64)
+        clock = time.perf_counter
+        for i, r in enumerate(rows):
+            t0 = clock()
+            res = prog.run(r)
+            times[i] = clock() - t0
+            exits[i] = res.exit[0]
+    corr = [0.0] * len(outputs)
+    prev_mean = 0.0
+    prev = -1
+    for g, k in enumerate(kept):
+        mask = exits == g
+        model = report.stage_cost(prev, k).at(1)
+        if mask.sum() < min_rows:
+            break  # later groups would be measured against an unknown baseline
+        mean = float(times[mask].mean() * 1e3)
+        corr[k] = max(mean - prev_mean - model, -0.5 * model)
+        prev_mean, prev = mean, k
+    logger.info("closed-loop cost corrections (ms): %s", [round(c, 4) for c in corr])
+    return tuple(corr)
+
+
 def _plan(
     prep: Prepared, calib: Any, budget: float, policy: str, guarantee: float | None,
     threads: int | None, batch: int, progress: bool, report: Any = None,
@@ -288,6 +333,7 @@ def _plan(
     if report is None:
         report = profile_model(prep.graph.model, threads=threads, example_inputs=prep.example,
                                progress=progress)
+    feeds: dict[str, np.ndarray] | None = None
     if isinstance(calib, Calibration):
         cal = calib
     else:
@@ -298,6 +344,15 @@ def _plan(
         cal = calibrate(prep.graph, feeds, labels, progress=progress)
     plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
                       guarantee=guarantee, margin_z=margin)
+    corrections: tuple[float, ...] = ()
+    if feeds is not None and batch == 1 and len(plan.kept) > 1:
+        # closed loop: run the planned program on calibration rows, one at a time, and
+        # correct the cost model by what isolated warm measurements missed (cold caches of
+        # stages few rows reach), then plan again
+        corrections = _measure_corrections(prep, plan, report, feeds, policy, threads)
+        report = replace(report, corrections_ms=corrections)
+        plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
+                          guarantee=guarantee, margin_z=margin)
     outputs = prep.graph.output_names
     kept = [outputs[k] for k in plan.kept]
     logger.info("plan: keep %s, thresholds %s, predicted %.2fx", kept, plan.thresholds,
@@ -306,6 +361,7 @@ def _plan(
     record["kept_outputs"] = kept
     record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
     record["profile_threads"] = report.threads
+    record["cost_corrections_ms"] = list(corrections)
     if policy != "patience":
         record["exit_benefit"] = exit_benefit(cal, report, budget_pp=budget, policy=policy,
                                               batch=batch)

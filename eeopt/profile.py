@@ -157,14 +157,19 @@ class CostFit:
         slope, icpt = max(float(slope), 0.0), max(float(icpt), 0.0)
         return cls(icpt, slope, {int(b): float(t) for b, t in zip(bs, ts, strict=True)})
 
+    def _keys(self, other: CostFit) -> set[int]:
+        """Batch sizes to combine at: the common measured ones, or (when one side is a pure
+        fit with no samples, such as ZERO) the other side's."""
+        if not self.samples or not other.samples:
+            return set(self.samples) | set(other.samples)
+        return set(self.samples) & set(other.samples)
+
     def __add__(self, other: CostFit) -> CostFit:
-        keys = set(self.samples) & set(other.samples)
         return CostFit(self.fixed_ms + other.fixed_ms, self.per_row_ms + other.per_row_ms,
-                       {b: self.samples[b] + other.samples[b] for b in keys})
+                       {b: self.at(b) + other.at(b) for b in self._keys(other)})
 
     def __sub__(self, other: CostFit) -> CostFit:
-        keys = set(self.samples) & set(other.samples)
-        return CostFit.fit({b: max(self.samples[b] - other.samples[b], 0.0) for b in keys})
+        return CostFit.fit({b: max(self.at(b) - other.at(b), 0.0) for b in self._keys(other)})
 
 
 ZERO = CostFit(0.0, 0.0, {})
@@ -211,6 +216,10 @@ class ProfileReport:
     """The runtime's own cost per stage (Python, output handling), beyond the stage call."""
     plain_macs: int
     nodes: tuple[NodeTime, ...] = ()
+    corrections_ms: tuple[float, ...] = ()
+    """Per exit, a per-call correction measured by running a planned program on calibration
+    data (closed loop): what isolated, warm measurements miss, mostly the cold caches of
+    stages that few rows reach. Added to every stage that runs that exit's segment."""
 
     @property
     def num_exits(self) -> int:
@@ -223,7 +232,11 @@ class ProfileReport:
         for m in range(prev + 1, exit + 1):
             cost = cost + (self.exits[m].backbone if m < exit else ZERO)
         e = self.exits[exit]
-        return cost + (e.stage if exit == prev + 1 else (e.backbone + e.head_gate))
+        cost = cost + (e.stage if exit == prev + 1 else (e.backbone + e.head_gate))
+        if self.corrections_ms:
+            extra = sum(self.corrections_ms[m] for m in range(prev + 1, exit + 1))
+            cost = cost + CostFit(extra, 0.0, {})
+        return cost
 
     def cumulative_ms(self, kept: list[int], batch: float = 1.0) -> list[float]:
         """Per kept exit: what a row leaving there has paid, at ``batch`` rows per call

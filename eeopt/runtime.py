@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class Result:
 class _Hot:
     """What the run loop needs of one stage, worked out once at load time."""
 
-    session: object
+    session: Any
     inputs: tuple[str, ...]
     fetch: list[str]
     """logits, then (gated stages) the decision, then the carried tensors it makes."""
@@ -113,18 +114,18 @@ class Program:
         self._thr0 = [np.array(t, dtype=np.float32) for t in self._thresholds]
         self._check = InputChecker(manifest.inputs)
         self._single = manifest.inputs[0].name if len(manifest.inputs) == 1 else None
-        self._hot = []
-        for st in self._stages:
-            sp = st.spec
+        self._hot: list[_Hot] = []
+        for stage in self._stages:
+            sp = stage.spec
             produces = tuple(t.name for t in sp.produces if t.name != sp.logits)
             gated = sp.gate is not None
             self._hot.append(_Hot(
-                session=st.segment.session,
-                inputs=st.input_names,
-                fetch=[sp.logits] + ([sp.decision] if gated else []) + list(produces),  # type: ignore[list-item]
+                session=stage.segment.session,
+                inputs=stage.input_names,
+                fetch=[sp.logits, *([sp.decision] if gated and sp.decision else []), *produces],
                 produces=produces,
                 threshold=sp.threshold_input if gated else None,
-                compact=tuple(st.compact_axes.items()),
+                compact=tuple(stage.compact_axes.items()),
             ))
 
     # ------------------------------------------------------------------ properties

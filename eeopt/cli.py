@@ -20,6 +20,7 @@ import numpy as np
 from eeopt import __version__
 from eeopt.errors import DataError, EEOptError, UsageError
 from eeopt.kernels.reference import POLICIES
+from eeopt.train import cli as train_cli
 
 __all__ = ["main", "build_parser"]
 
@@ -30,6 +31,7 @@ examples:
   eeopt compile model.onnx --out program/ --threshold 0.9
   eeopt run program/ --input x.npy --output out.npz --batch-size 64
   eeopt inspect program/
+  eeopt train --data fashion-mnist --arch demo-cnn --objective consistency --epochs 3 --out run/
 """
 
 
@@ -174,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--limit", type=int, default=None, help="use only the first N rows")
     be.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     be.add_argument("--plot", metavar="OUT.png", help="plot the accuracy-latency frontier")
+
+    train_cli.add_parser(sub)
 
     i = sub.add_parser("inspect", help="show a program's stages, carried tensors and gates",
                        description="Print a readable table of a compiled program.")
@@ -480,7 +484,7 @@ def print_bench(res: dict) -> None:  # type: ignore[type-arg]
 
 
 COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect,
-            "profile": cmd_profile, "bench": cmd_bench}
+            "profile": cmd_profile, "bench": cmd_bench, "train": train_cli.run}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

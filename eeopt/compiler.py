@@ -330,17 +330,17 @@ def _plan(
     from eeopt.plan import Calibration, exit_benefit, plan_exits
     from eeopt.profile import profile_model
 
+    feeds: dict[str, np.ndarray] | None = None
+    if not isinstance(calib, Calibration):  # read (and check) the data before profiling
+        feeds, labels = calib if isinstance(calib, tuple) else load_labelled(str(calib),
+                                                                             prep.inputs)
     if report is None:
         report = profile_model(prep.graph.model, threads=threads, example_inputs=prep.example,
                                progress=progress)
-    feeds: dict[str, np.ndarray] | None = None
     if isinstance(calib, Calibration):
         cal = calib
     else:
-        if isinstance(calib, tuple):
-            feeds, labels = calib
-        else:
-            feeds, labels = load_labelled(str(calib), prep.inputs)
+        assert feeds is not None
         cal = calibrate(prep.graph, feeds, labels, progress=progress)
     plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
                       guarantee=guarantee, margin_z=margin)

@@ -13,4 +13,4 @@ fi
 
 # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
-"$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev]"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev,efficientnet]"

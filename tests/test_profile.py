@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import pytest
-import topologies as T
 
 from eeopt.capture import export_torch
 from eeopt.profile import CostFit, ProfileReport, StageProfile, count_macs, profile_model
+
+import topologies as T
 
 
 def _fit(fixed: float, per_row: float) -> CostFit:

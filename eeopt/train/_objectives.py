@@ -173,10 +173,10 @@ class WeightedEntropy(Objective):
     """
 
     name: ClassVar[str] = "weighted-entropy"
-    alpha: float = 0.5
+    alpha: float = 0.1
     eps: float = 0.1
     threshold: float = 0.9
-    conf_weight: float = 1.0
+    conf_weight: float = 0.1
     _stage: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-import topologies as T
 import torch
 from e2e.test_cli import _one_line_error, eeopt_cli
 
 from eeopt.capture import export_torch
+
+import topologies as T
 
 
 @pytest.fixture(scope="module")

@@ -79,16 +79,19 @@ class PythonBench:
 
         self.prog = eeopt.load(program_dir, threads=1)
         self.chunks = _chunks(x, batch)
-        stages = getattr(self.prog, "_stages", None)
-        if stages is None:
-            raise SystemExit("eeopt.runtime.Program no longer has _stages; update this benchmark")
-        self.stages = stages
-        self.plain = [st.segment.session for st in stages]
+        hot = getattr(self.prog, "_hot", None)
+        if hot is None:
+            raise SystemExit("eeopt.runtime.Program no longer has _hot; update this benchmark")
+        self.hot = list(hot)
+        self.plain = [h.session for h in self.hot]
         self.timed = [_TimedSession(s) for s in self.plain]
 
     def _use(self, sessions: list[Any]) -> None:
-        for st, s in zip(self.stages, sessions, strict=True):
-            st.segment.session = s
+        import dataclasses
+
+        # the runtime's hot loop calls these sessions directly (Program._hot, a private field)
+        self.prog._hot = [dataclasses.replace(h, session=s)
+                          for h, s in zip(self.hot, sessions, strict=True)]
 
     def run(self, runs: int, warmup: int) -> dict[str, list[float]]:
         n = len(self.chunks)

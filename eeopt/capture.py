@@ -33,6 +33,7 @@ __all__ = [
     "tile_inputs",
     "cut_to_outputs",
     "onnx_dtype",
+    "value_dims",
 ]
 
 logger = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ def capture(
     )
 
 
-def _dims(vi: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+def value_dims(vi: onnx.ValueInfoProto) -> tuple[int | str | None, ...] | None:
+    """A value's declared dims (int, symbolic name, or None when unknown); None: no shape."""
     t = vi.type.tensor_type
     if not t.HasField("shape"):
         return None
@@ -211,7 +213,7 @@ def input_specs(graph: ModelGraph) -> tuple[TensorSpec, ...]:
             continue
         if not vi.type.HasField("tensor_type"):
             raise UnsupportedModelError(f"input {vi.name!r} is not a tensor; eeopt needs tensors")
-        dims = _dims(vi)
+        dims = value_dims(vi)
         if dims is None or not dims:
             raise UnsupportedModelError(
                 f"input {vi.name!r} has no shape or is a scalar; every input needs a batch axis 0"

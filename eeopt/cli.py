@@ -18,6 +18,7 @@ from typing import NoReturn
 import numpy as np
 
 from eeopt import __version__
+from eeopt._argtypes import positive_int as _positive_int
 from eeopt.errors import DataError, EEOptError, UsageError
 from eeopt.kernels.reference import POLICIES
 from eeopt.train import cli as train_cli
@@ -41,16 +42,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
         raise SystemExit(2)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def _threshold(text: str) -> float:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import onnx
 
-from eeopt.capture import BATCH
+from eeopt.capture import BATCH, value_dims
 from eeopt.errors import UnsupportedModelError
 from eeopt.graph import ModelGraph
 from eeopt.manifest import TensorSpec
@@ -28,17 +28,8 @@ PROBE_BATCHES = (5, 7)
 
 def _declared_dims(graph: ModelGraph, name: str, rank: int) -> list[int | str | None]:
     vi = graph.value_info().get(name)
-    if vi is None or not vi.type.tensor_type.HasField("shape"):
-        return [None] * rank
-    dims: list[int | str | None] = []
-    for d in vi.type.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(str(d.dim_param))
-        else:
-            dims.append(None)
-    return dims if len(dims) == rank else [None] * rank
+    dims = value_dims(vi) if vi is not None else None
+    return list(dims) if dims is not None and len(dims) == rank else [None] * rank
 
 
 def probe_tensors(

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from eeopt._argtypes import positive_int as _positive_int
 from eeopt.errors import UsageError
 
 __all__ = ["add_parser", "run"]
@@ -30,16 +31,6 @@ logger = logging.getLogger(__name__)
 
 _ARCHS = ("demo-cnn", "efficientnet-lite0")
 _OBJECTIVES = ("ce", "distill", "weighted-entropy", "consistency")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 
 def _setting(text: str) -> tuple[str, float]:

@@ -47,7 +47,6 @@ __all__ = [
     "simulate_patience",
     "evaluate_plan",
     "to_policy_threshold",
-    "binomial_cdf",
     "loss_pvalue",
 ]
 
@@ -425,23 +424,6 @@ def loss_pvalue(diff: np.ndarray, budget: float) -> float:
         return 0.0 if mean <= budget else 1.0
     z = (budget - mean) / (sd / math.sqrt(n))
     return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
-def binomial_cdf(k: int, n: int, p: float) -> float:
-    """P(Binomial(n, p) <= k), summed in log space."""
-    if k >= n:
-        return 1.0
-    if k < 0:
-        return 0.0
-    if p <= 0.0:
-        return 1.0
-    if p >= 1.0:
-        return 0.0
-    i = np.arange(0, k + 1)
-    logpmf = (np.array([math.lgamma(n + 1) - math.lgamma(j + 1) - math.lgamma(n - j + 1)
-                        for j in i]) + i * math.log(p) + (n - i) * math.log1p(-p))
-    m = logpmf.max()
-    return float(min(1.0, math.exp(m) * np.exp(logpmf - m).sum()))
 
 
 def plan_exits(

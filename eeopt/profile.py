@@ -24,13 +24,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from eeopt.manifest import load_manifest, resolve_in_dir
-
 __all__ = [
     "count_macs",
     "model_macs",
-    "stage_macs",
-    "StageCosts",
     "CostFit",
     "StageProfile",
     "NodeTime",
@@ -100,29 +96,6 @@ def count_macs(model: onnx.ModelProto, batch: int = 1) -> dict[str, int]:
 def model_macs(model: onnx.ModelProto | str | os.PathLike[str], batch: int = 1) -> int:
     m = model if isinstance(model, onnx.ModelProto) else onnx.load(os.fspath(model))
     return sum(count_macs(m, batch).values())
-
-
-@dataclass(frozen=True)
-class StageCosts:
-    """Per stage, its own MACs; ``cumulative[k]`` is what a row leaving at exit k paid."""
-
-    stage: tuple[int, ...]
-
-    @property
-    def cumulative(self) -> tuple[int, ...]:
-        return tuple(int(x) for x in np.cumsum(self.stage))
-
-    def expected(self, exit_fractions: np.ndarray) -> float:
-        """Expected MACs per row for a given distribution over exits."""
-        return float(np.dot(np.asarray(exit_fractions, dtype=float), self.cumulative))
-
-
-def stage_macs(program_dir: str | os.PathLike[str]) -> StageCosts:
-    d = Path(program_dir)
-    manifest = load_manifest(d)
-    return StageCosts(
-        tuple(model_macs(os.fspath(resolve_in_dir(d, s.file))) for s in manifest.stages)
-    )
 
 
 # ---------------------------------------------------------------------------- measured
@@ -252,10 +225,6 @@ class ProfileReport:
         from dataclasses import asdict
 
         return asdict(self)
-
-
-def _median_call_ms(fn, min_time_s: float, max_reps: int = 2000) -> float:  # type: ignore[no-untyped-def]
-    return _measure({"f": fn}, min_time_s, max_reps)["f"]
 
 
 def _measure(fns: dict[str, Callable[[], object]], min_time_s: float,

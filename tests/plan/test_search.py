@@ -9,7 +9,6 @@ import pytest
 
 from eeopt.plan import (
     Calibration,
-    binomial_cdf,
     plan_exits,
     search_thresholds,
     simulate_exits,
@@ -89,10 +88,14 @@ def test_coordinate_descent_fallback_is_feasible_and_close() -> None:
     assert approx.cost <= 1.15 * exact.cost
 
 
-def test_binomial_cdf() -> None:
-    assert binomial_cdf(0, 10, 0.5) == pytest.approx(0.5 ** 10)
-    assert binomial_cdf(10, 10, 0.3) == 1.0
-    assert binomial_cdf(3, 10, 0.5) == pytest.approx(176 / 1024)
+def test_loss_pvalue() -> None:
+    from eeopt.plan import loss_pvalue
+
+    rng = np.random.default_rng(0)
+    diff = rng.choice([-1.0, 0.0, 1.0], size=4000, p=[0.02, 0.96, 0.02])  # mean loss ~0
+    assert loss_pvalue(diff, 0.02) < 0.01  # far below a 2% budget: certified
+    assert loss_pvalue(diff, -0.02) > 0.99  # above a negative budget: not
+    assert loss_pvalue(np.zeros(10), 0.0) == 0.0
 
 
 def _profile(k: int) -> ProfileReport:

@@ -236,17 +236,28 @@ def cmd_compile(args: argparse.Namespace) -> int:
     thr = ", ".join(f"{t:g}" for t in program.thresholds)
     print(f"compiled {args.model} -> {args.out}: {program.num_exits} stages, thresholds [{thr}]"
           + ("" if args.no_verify else ", verified against the original"))
-    plan = program.manifest.plan
-    if plan:
-        print(f"plan: kept exits {plan['kept_outputs']}; predicted accuracy "
-              f"{plan['predicted_accuracy']:.2%} (final exit {plan['final_accuracy']:.2%}), "
-              f"{plan['predicted_latency_ms']:.3f} ms/row vs {plan['plain_latency_ms']:.3f} "
-              f"plain ({plan['predicted_speedup']:.2f}x)")
-        if plan.get("holdout"):
-            h = plan["holdout"]
-            print(f"      held-out check ({h['rows']} rows): loss {h['loss_pp']:.2f} pp "
-                  f"(budget {plan['budget_pp']:g}), {h['latency_ms']:.3f} ms/row")
+    if program.manifest.plan:
+        print("\n".join(_plan_lines(program.manifest.plan)))
     return 0
+
+
+def _plan_lines(p: dict) -> list[str]:  # type: ignore[type-arg]
+    """A compiled plan, readably: used by `compile` and `inspect`."""
+    lines = [
+        f"plan ({p['policy']}, budget {p['budget_pp']:g} pp, priced at batch {p['batch']}, "
+        f"calibration {p.get('calibration', '?')}):",
+        f"  kept exits {', '.join(p['kept_outputs'])}; thresholds "
+        + ", ".join(f"{t:.4g}" for t in p["thresholds"]),
+        f"  predicted accuracy {p['predicted_accuracy']:.2%} vs {p['final_accuracy']:.2%} "
+        f"final ({p['predicted_loss_pp']:.2f} pp, margin {p.get('margin_pp', 0):.2f}); "
+        f"{p['predicted_latency_ms']:.3f} ms/row vs {p['plain_latency_ms']:.3f} plain "
+        f"({p['predicted_speedup']:.2f}x)",
+    ]
+    if p.get("holdout"):
+        h = p["holdout"]
+        lines.append(f"  held-out check ({h['rows']} rows): loss {h['loss_pp']:.2f} pp, "
+                     f"{h['latency_ms']:.3f} ms/row")
+    return lines
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -317,18 +328,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(_table(["stage", "file", "exit", "nodes", "reads", "carries on", "gate"], rows))
     if m.plan:
         p = m.plan
-        print(f"\nplan ({p['policy']}, budget {p['budget_pp']:g} pp, priced at batch "
-              f"{p['batch']}, calibration {p.get('calibration', '?')}):")
-        print(f"  kept exits {', '.join(p['kept_outputs'])}; thresholds "
-              + ", ".join(f"{t:.4g}" for t in p["thresholds"]))
-        print(f"  predicted accuracy {p['predicted_accuracy']:.2%} vs {p['final_accuracy']:.2%} "
-              f"final ({p['predicted_loss_pp']:.2f} pp, margin {p.get('margin_pp', 0):.2f}); "
-              f"{p['predicted_latency_ms']:.3f} ms/row vs {p['plain_latency_ms']:.3f} plain "
-              f"({p['predicted_speedup']:.2f}x)")
-        if p.get("holdout"):
-            h = p["holdout"]
-            print(f"  held out ({h['rows']} rows): loss {h['loss_pp']:.2f} pp, "
-                  f"{h['latency_ms']:.3f} ms/row")
+        print("\n" + "\n".join(_plan_lines(p)))
         if p.get("exit_benefit"):
             print("\nper-exit benefit (each early exit alone with the final one; 5-fold "
                   "cross-validated, threshold chosen on the other folds):")

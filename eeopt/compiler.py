@@ -282,6 +282,7 @@ def _measure_corrections(prep: Prepared, plan: Any, report: Any,
     import tempfile
     import time
 
+    from eeopt.backends.ort import make_session
     from eeopt.capture import cut_to_outputs
     from eeopt.runtime import load
 
@@ -290,20 +291,33 @@ def _measure_corrections(prep: Prepared, plan: Any, report: Any,
     sub = cut_to_outputs(prep.graph, [outputs[k] for k in kept])
     n = min(next(iter(feeds.values())).shape[0], max_rows)
     rows = [{k: np.ascontiguousarray(v[i:i + 1]) for k, v in feeds.items()} for i in range(n)]
+    plain = make_session(cut_to_outputs(prep.graph, [outputs[-1]]).model.SerializeToString())
     with tempfile.TemporaryDirectory() as tmp:
         compile(sub.model, Path(tmp) / "p", thresholds=list(plan.thresholds), policy=policy,
                 verify=False, threads=threads)
         prog = load(Path(tmp) / "p", threads)
         for r in rows[: min(200, n)]:
             prog.run(r)
+            plain.run(None, r)
         times = np.empty(n)
+        plain_times = np.empty(n)
         exits = np.empty(n, dtype=np.int64)
         clock = time.perf_counter
-        for i, r in enumerate(rows):
-            t0 = clock()
-            res = prog.run(r)
-            times[i] = clock() - t0
-            exits[i] = res.exit[0]
+        # blocks of program calls alternate with blocks of plain-network calls on the same
+        # rows: the plain network, also in the profile, tells how fast the machine is now
+        for start in range(0, n, 50):
+            block = range(start, min(start + 50, n))
+            for i in block:
+                t0 = clock()
+                res = prog.run(rows[i])
+                times[i] = clock() - t0
+                exits[i] = res.exit[0]
+            for i in block:
+                t0 = clock()
+                plain.run(None, rows[i])
+                plain_times[i] = clock() - t0
+    speed = report.plain.at(1) / float(plain_times.mean() * 1e3)
+    times *= speed  # in the profile's time units, so machine drift is not taken for cost
     corr = [0.0] * len(outputs)
     prev_mean = 0.0
     prev = -1
@@ -315,7 +329,8 @@ def _measure_corrections(prep: Prepared, plan: Any, report: Any,
         mean = float(times[mask].mean() * 1e3)
         corr[k] = max(mean - prev_mean - model, -0.5 * model)
         prev_mean, prev = mean, k
-    logger.info("closed-loop cost corrections (ms): %s", [round(c, 4) for c in corr])
+    logger.info("closed-loop cost corrections (ms): %s (machine speed factor %.2f)",
+                [round(c, 4) for c in corr], speed)
     return tuple(corr)
 
 

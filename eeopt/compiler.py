@@ -274,28 +274,26 @@ def verify_program(
     return worst
 
 
-def _measure_corrections(prep: Prepared, plan: Any, report: Any,
+def _measure_corrections(prep: Prepared, sub: Prepared, plan: Any, report: Any,
                          feeds: dict[str, np.ndarray], policy: str, threads: int | None,
                          max_rows: int = 2000, min_rows: int = 20) -> tuple[float, ...]:
     """Per exit, measured minus modelled cost of its stage, from running ``plan``'s program
-    row by row on calibration inputs (0 where too few rows reach it to tell)."""
+    row by row on calibration inputs (0 where too few rows reach it to tell). ``sub`` is the
+    analysis of the model cut to the plan's kept exits."""
     import tempfile
     import time
 
     from eeopt.backends.ort import make_session
     from eeopt.capture import cut_to_outputs
-    from eeopt.runtime import load
 
     outputs = prep.graph.output_names
     kept = list(plan.kept)
-    sub = cut_to_outputs(prep.graph, [outputs[k] for k in kept])
     n = min(next(iter(feeds.values())).shape[0], max_rows)
     rows = [{k: np.ascontiguousarray(v[i:i + 1]) for k, v in feeds.items()} for i in range(n)]
     plain = make_session(cut_to_outputs(prep.graph, [outputs[-1]]).model.SerializeToString())
     with tempfile.TemporaryDirectory() as tmp:
-        compile(sub.model, Path(tmp) / "p", thresholds=list(plan.thresholds), policy=policy,
-                verify=False, threads=threads)
-        prog = load(Path(tmp) / "p", threads)
+        prog = _emit(sub, Path(tmp) / "p", list(plan.thresholds), policy, threads=threads,
+                     verify=False)
         for r in rows[: min(200, n)]:
             prog.run(r)
             plain.run(None, r)
@@ -338,8 +336,9 @@ def _plan(
     prep: Prepared, calib: Any, budget: float, policy: str, guarantee: float | None,
     threads: int | None, batch: int, progress: bool, report: Any = None,
     margin: float = 2.0,
-) -> tuple[Prepared, None, list[float], dict[str, Any]]:
-    """Profile, calibrate and plan; return the analysis of the model cut to the kept exits."""
+) -> tuple[Prepared, list[float], dict[str, Any]]:
+    """Profile, calibrate and plan; return the analysis of the model cut to the kept exits,
+    the kept exits' thresholds and the plan's manifest record."""
     from eeopt.calibrate import calibrate, load_labelled
     from eeopt.capture import cut_to_outputs
     from eeopt.plan import Calibration, exit_benefit, plan_exits
@@ -359,16 +358,26 @@ def _plan(
         cal = calibrate(prep.graph, feeds, labels, progress=progress)
     plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
                       guarantee=guarantee, margin_z=margin)
+    outputs = prep.graph.output_names
+    preps: dict[tuple[int, ...], Prepared] = {tuple(range(len(outputs))): prep}
+
+    def prepared(kept: tuple[int, ...]) -> Prepared:
+        """The analysis of the model cut to ``kept``, made once per kept set."""
+        if kept not in preps:
+            sub = cut_to_outputs(prep.graph, [outputs[k] for k in kept])
+            preps[kept] = prepare(sub.model, example_inputs=prep.example)
+        return preps[kept]
+
     corrections: tuple[float, ...] = ()
     if feeds is not None and batch == 1 and len(plan.kept) > 1:
         # closed loop: run the planned program on calibration rows, one at a time, and
         # correct the cost model by what isolated warm measurements missed (cold caches of
         # stages few rows reach), then plan again
-        corrections = _measure_corrections(prep, plan, report, feeds, policy, threads)
+        corrections = _measure_corrections(prep, prepared(plan.kept), plan, report, feeds,
+                                           policy, threads)
         report = replace(report, corrections_ms=corrections)
         plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
                           guarantee=guarantee, margin_z=margin)
-    outputs = prep.graph.output_names
     kept = [outputs[k] for k in plan.kept]
     logger.info("plan: keep %s, thresholds %s, predicted %.2fx", kept, plan.thresholds,
                 plan.predicted_speedup)
@@ -385,10 +394,7 @@ def _plan(
             f"no early exit pays off within a {budget} pp budget on this data: the plan keeps "
             "only the final classifier; raise --budget or improve the exits"
         )
-    if len(kept) < len(outputs):
-        sub = cut_to_outputs(prep.graph, kept)
-        prep = prepare(sub.model, example_inputs=prep.example)
-    return prep, None, list(plan.thresholds), record
+    return prepared(plan.kept), list(plan.thresholds), record
 
 
 def compile(  # noqa: A001 - mirrors the CLI verb
@@ -420,8 +426,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     budget, and records the plan in the manifest. ``profile`` reuses a ``ProfileReport`` of
     this model, and ``calib`` may be a ready ``Calibration``.
     """
-    from eeopt.backends.ort import OrtBackend, configure_threads
-    from eeopt.runtime import Program, load
+    from eeopt.backends.ort import configure_threads
 
     planning = calib is not None or budget is not None
     if planning:
@@ -446,19 +451,38 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     prep = prepare(model, example_inputs=example_inputs)
     plan_record: dict[str, Any] | None = None
     if planning:
-        prep, threshold, thresholds, plan_record = _plan(
+        prep, thresholds, plan_record = _plan(
             prep, calib, float(budget or 0.0), policy, guarantee, threads, plan_batch, progress,
             profile, margin)
     num_exits = len(prep.plan.stages)
     thr = resolve_thresholds(num_exits - 1, threshold, thresholds, policy)
-    built = _build_stages(prep, thr, policy)
-    backend = OrtBackend(threads)
-
     source: dict[str, Any] = {"outputs": prep.graph.output_names}
     if isinstance(model, (str, os.PathLike)):
         source["file"] = os.fspath(model)
         source["sha256"] = sha256_file(Path(model))
+    return _emit(prep, dest, thr, policy, threads=threads, verify=verify, force=force,
+                 plan_record=plan_record, source=source)
 
+
+def _emit(
+    prep: Prepared,
+    dest: Path,
+    thr: Sequence[float],
+    policy: str,
+    *,
+    threads: int | None,
+    verify: bool,
+    force: bool = False,
+    plan_record: dict[str, Any] | None = None,
+    source: dict[str, Any] | None = None,
+) -> Any:
+    """Write an analysed model's program directory (checked thresholds) and load it."""
+    from eeopt.backends.ort import OrtBackend
+    from eeopt.runtime import Program, load
+
+    built = _build_stages(prep, thr, policy)
+    backend = OrtBackend(threads)
+    source = source if source is not None else {"outputs": prep.graph.output_names}
     def fill(tmp: Path) -> None:
         stages = []
         for stage_model, spec in built:
@@ -477,7 +501,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
             plan=plan_record,
             settings={
                 "policy": policy,
-                "thresholds": thr,
+                "thresholds": list(thr),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "onnx_version": onnx.__version__,
             },

@@ -308,7 +308,7 @@ def profile_model(
 
     from eeopt.backends.ort import configure_threads, make_session
     from eeopt.capture import cut_to_outputs, random_inputs, tile_inputs
-    from eeopt.compiler import _build_stages, prepare
+    from eeopt.compiler import _build_stages, _emit, prepare
     from eeopt.kernels.reference import NEVER
     from eeopt.passes import FuseGate, PassManager, RemoveDeadNodes, extract_head
 
@@ -361,10 +361,9 @@ def profile_model(
     bar = tqdm(total=len(batches), desc="eeopt profile", unit="batch size",
                disable=not progress or None)
     with tempfile.TemporaryDirectory() as tmp:
-        from eeopt.compiler import compile as _compile
-
         # the stages are timed as the runtime calls them: its own sessions and fetch lists
-        program = _compile(graph.model, Path(tmp) / "p", threshold=0.5, verify=False)
+        program = _emit(prep, Path(tmp) / "p", [0.5] * (k_exits - 1), "maxprob",
+                        threads=None, verify=False)
         hot = program._hot
         # no row leaves, so every stage runs: the runtime's own cost per stage, measured
         program._thr0 = [np.array(NEVER["maxprob"], dtype=np.float32)] * (k_exits - 1)

@@ -260,18 +260,10 @@ def _profile_nodes(model: bytes, feeds: dict[str, np.ndarray], stage: int,
     """ONNX Runtime's own per-node timings, median over ``reps`` runs after warm-up."""
     import json
 
-    import onnxruntime as ort
+    from eeopt.backends.ort import make_session
 
-    from eeopt.backends.ort import configure_threads
-
-    configure_threads(None)
-    so = ort.SessionOptions()
-    so.use_per_session_threads = False
-    so.log_severity_level = 3
-    so.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
-        so.profile_file_prefix = os.path.join(tmp, "ortprof")
-        sess = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        sess = make_session(model, profile_prefix=os.path.join(tmp, "ortprof"))
         for _ in range(5 + reps):
             sess.run(None, feeds)
         path = sess.end_profiling()

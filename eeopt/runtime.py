@@ -236,20 +236,20 @@ class Program:
     def run_all(self, x: Inputs) -> list[np.ndarray]:
         """Every exit's logits for every row, with no early exit (for verification and
         calibration). Returns one ``[N, C]`` float32 array per exit."""
-        feeds, n = self._feeds(x)
+        feeds, _ = self._feeds(x)
         live: dict[str, np.ndarray] = feeds
         out: list[np.ndarray] = []
-        for k, st in enumerate(self._stages):
-            sfeeds = {name: live[name] for name in st.input_names}
-            if st.spec.threshold_input is not None and st.spec.gate is not None:
-                sfeeds[st.spec.threshold_input] = np.array(NEVER[st.spec.gate.policy],
-                                                           dtype=np.float32)
-            outs = st.segment.run(sfeeds, check=False)
-            out.append(np.asarray(outs[st.spec.logits], dtype=np.float32))
-            for t in st.spec.produces:
-                live[t.name] = outs[t.name]
-            if k < len(self._stages) - 1:
-                live = {t: live[t] for t in st.compact_axes}
+        for h, st in zip(self._hot, self._stages, strict=True):
+            sfeeds = {name: live[name] for name in h.inputs}
+            if h.threshold is not None:
+                policy = st.spec.gate.policy  # type: ignore[union-attr]
+                sfeeds[h.threshold] = np.array(NEVER[policy], dtype=np.float32)
+            outs = h.session.run(h.fetch, sfeeds)
+            out.append(np.asarray(outs[0], dtype=np.float32))
+            for name, arr in zip(h.produces, outs[len(h.fetch) - len(h.produces):],
+                                 strict=True):
+                live[name] = arr
+            live = {t: live[t] for t, _ in h.compact}
         return out
 
 

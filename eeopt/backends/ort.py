@@ -70,14 +70,19 @@ def configure_threads(threads: int | None) -> int:
     return _GLOBAL_THREADS
 
 
-def make_session(model: bytes | str | os.PathLike[str], threads: int | None = None):  # type: ignore[no-untyped-def]
-    """An InferenceSession on the shared global thread pool."""
+def make_session(model: bytes | str | os.PathLike[str], threads: int | None = None, *,  # type: ignore[no-untyped-def]
+                 profile_prefix: str | None = None):
+    """An InferenceSession on the shared global thread pool (with ORT's per-node profiler on,
+    writing ``<profile_prefix>*.json``, when a prefix is given)."""
     ort = _import_ort()
     configure_threads(threads)
     so = ort.SessionOptions()
     so.use_per_session_threads = False
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if profile_prefix is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     src = model if isinstance(model, bytes) else os.fspath(model)
     try:
         return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])

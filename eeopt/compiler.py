@@ -214,7 +214,8 @@ def _build_stages(
         state_out: tuple[TensorSpec, ...] = ()
         if fuse is not None:
             assert fuse.gate is not None
-            gate = GateSpec(policy, float(thresholds[cut.index]), GATE_FEATURES)
+            gate = GateSpec(policy, float(thresholds[cut.index]),
+                            GATE_FEATURES if fuse.gate.features else ())
             state_in = tuple(TensorSpec(n, "int64", (BATCH,), 0) for n in fuse.gate.state_inputs)
             if cut.index + 1 < last:  # the final stage has no gate to pass state to
                 state_out = tuple(TensorSpec(n, "int64", (BATCH,), 0)
@@ -231,7 +232,7 @@ def _build_stages(
             carry_after=cut.carry_after + tuple(t.name for t in state_out),
             logits=logits,
             decision=None if gate is None else f"{prefix}/decision",
-            features=None if gate is None else f"{prefix}/features",
+            features=None if fuse is None or fuse.gate is None else fuse.gate.features,
             threshold_input=None if gate is None else THRESHOLD_INPUT,
             gate=gate,
             nodes=len(sg.graph.node),

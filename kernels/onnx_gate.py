@@ -1,14 +1,17 @@
 """The fused gate as an ONNX subgraph, appended after an exit head inside its stage.
 
-From ``[N, C]`` logits it computes softmax features ``[N, 3]`` (max probability, entropy, margin:
-see ``reference.GATE_FEATURES``) and the policy's decision as ``[N]`` bool. The threshold is a
-scalar graph input, so it can change without a recompile. The patience policy also reads the
-previous exit's argmax and streak (carried tensors) and outputs this exit's.
+From ``[N, C]`` logits it computes the policy's decision as ``[N]`` bool, from only the statistic
+the policy needs, and on request the softmax features ``[N, 3]`` (max probability, entropy,
+margin: see ``reference.GATE_FEATURES``). The threshold is a scalar graph input, so it can change
+without a recompile. The patience policy also reads the previous exit's argmax and streak
+(carried tensors) and outputs this exit's.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -28,7 +31,8 @@ class GateSubgraph:
     nodes: tuple[onnx.NodeProto, ...]
     initializers: tuple[onnx.TensorProto, ...]
     decision: str
-    features: str
+    features: str | None
+    """The ``[N, 3]`` features output, when asked for (``features=True``)."""
     state_inputs: tuple[str, ...] = ()
     """Carried state the gate reads (patience: previous argmax, streak), int64 [N]."""
     state_outputs: tuple[str, ...] = ()
@@ -43,9 +47,14 @@ def build_gate(
     prefix: str = "eeopt_gate",
     policy: str = "maxprob",
     prev_state: tuple[str, str] | None = None,
+    features: bool = False,
 ) -> GateSubgraph:
-    """Nodes that turn ``logits`` into ``{prefix}/decision`` and ``{prefix}/features``.
+    """Nodes that turn ``logits`` into ``{prefix}/decision`` (and, with ``features=True``,
+    ``{prefix}/features``).
 
+    The decision needs only the policy's own statistic, so only that is computed: maxprob is
+    Softmax -> ReduceMax -> GreaterOrEqual (three nodes). The ``[N, 3]`` features are for
+    diagnostics and cost about as much as the rest of the gate again at batch 1.
     ``prev_state`` (patience only): the previous exit's ``(pred, streak)`` tensor names, or None
     at the first exit.
     """
@@ -62,76 +71,106 @@ def build_gate(
     def n(s: str) -> str:
         return f"{prefix}/{s}"
 
-    inits = [
-        numpy_helper.from_array(np.array([-1], dtype=np.int64), n("axes_last")),
-        numpy_helper.from_array(np.array([2], dtype=np.int64), n("k2")),
-        numpy_helper.from_array(np.array([0], dtype=np.int64), n("idx0")),
-        numpy_helper.from_array(np.array([1], dtype=np.int64), n("idx1")),
-    ]
-    nodes = [
-        helper.make_node("Cast", [logits], [n("logits_f32")], to=onnx.TensorProto.FLOAT,
-                         name=n("cast")),
-        helper.make_node("Softmax", [n("logits_f32")], [n("probs")], axis=-1, name=n("softmax")),
-        helper.make_node("LogSoftmax", [n("logits_f32")], [n("logp")], axis=-1,
-                         name=n("logsoftmax")),
-        # top-2 probabilities: [N, 2], sorted descending
-        helper.make_node("TopK", [n("probs"), n("k2")], [n("top2"), n("top2_idx")], axis=-1,
-                         largest=1, sorted=1, name=n("topk")),
-        helper.make_node("Gather", [n("top2"), n("idx0")], [n("p1")], axis=1, name=n("p1")),
-        helper.make_node("Gather", [n("top2"), n("idx1")], [n("p2")], axis=1, name=n("p2")),
-        helper.make_node("Sub", [n("p1"), n("p2")], [n("margin")], name=n("margin")),
-        helper.make_node("Mul", [n("probs"), n("logp")], [n("plogp")], name=n("plogp")),
-        helper.make_node("ReduceSum", [n("plogp"), n("axes_last")], [n("neg_entropy")],
-                         keepdims=1, name=n("sum_plogp")),
-        helper.make_node("Neg", [n("neg_entropy")], [n("entropy")], name=n("entropy")),
-        helper.make_node("Concat", [n("p1"), n("entropy"), n("margin")], [n("features")],
-                         axis=1, name=n("features")),
-    ]
+    b = _Builder(logits, n, opset)
+    decision = n("decision")
     state_in: tuple[str, ...] = ()
     state_out: tuple[str, ...] = ()
-
-    def flat(src: str, dst: str) -> onnx.NodeProto:
-        return helper.make_node("Squeeze", [src, n("idx1")], [dst], name=dst)
-
     if policy == "maxprob":
-        nodes += [flat(n("p1"), n("max_prob")),
-                  helper.make_node("GreaterOrEqual", [n("max_prob"), threshold], [n("decision")],
-                                   name=n("decision"))]
+        b.add("GreaterOrEqual", [b.max_prob(), threshold], decision)
     elif policy == "margin":
-        nodes += [flat(n("margin"), n("margin_flat")),
-                  helper.make_node("GreaterOrEqual", [n("margin_flat"), threshold],
-                                   [n("decision")], name=n("decision"))]
+        b.add("GreaterOrEqual", [b.margin(), threshold], decision)
     elif policy == "entropy":
-        nodes += [flat(n("entropy"), n("entropy_flat")),
-                  helper.make_node("LessOrEqual", [n("entropy_flat"), threshold],
-                                   [n("decision")], name=n("decision"))]
-    else:  # patience
-        inits.append(numpy_helper.from_array(np.array(1, dtype=np.int64), n("one")))
-        nodes.append(helper.make_node("ArgMax", [n("logits_f32")], [n("pred")], axis=1,
-                                      keepdims=0, select_last_index=0, name=n("argmax")))
+        b.add("LessOrEqual", [b.entropy(), threshold], decision)
+    else:  # patience: the streak of equal argmaxes, carried from exit to exit
+        one = b.const("one", np.array(1, dtype=np.int64))
+        pred = b.add("ArgMax", [logits], n("pred"), axis=1, keepdims=0, select_last_index=0)
         if prev_state is None:
-            nodes += [
-                helper.make_node("Shape", [n("pred")], [n("pred_shape")], name=n("shape")),
-                helper.make_node("ConstantOfShape", [n("pred_shape")], [n("streak")],
-                                 value=numpy_helper.from_array(np.array([1], dtype=np.int64)),
-                                 name=n("streak")),
-            ]
+            shape = b.add("Shape", [pred], n("pred_shape"))
+            streak = b.add("ConstantOfShape", [shape], n("streak"),
+                           value=numpy_helper.from_array(np.array([1], dtype=np.int64)))
         else:
             prev_pred, prev_streak = prev_state
             state_in = (prev_pred, prev_streak)
-            nodes += [
-                helper.make_node("Equal", [n("pred"), prev_pred], [n("same")], name=n("same")),
-                helper.make_node("Add", [prev_streak, n("one")], [n("longer")],
-                                 name=n("longer")),
-                helper.make_node("Where", [n("same"), n("longer"), n("one")], [n("streak")],
-                                 name=n("streak")),
-            ]
-        nodes += [
-            helper.make_node("Cast", [n("streak")], [n("streak_f32")],
-                             to=onnx.TensorProto.FLOAT, name=n("streak_f32")),
-            helper.make_node("GreaterOrEqual", [n("streak_f32"), threshold], [n("decision")],
-                             name=n("decision")),
-        ]
-        state_out = (n("pred"), n("streak"))
-    return GateSubgraph(tuple(nodes), tuple(inits), n("decision"), n("features"), state_in,
-                        state_out)
+            same = b.add("Equal", [pred, prev_pred], n("same"))
+            longer = b.add("Add", [prev_streak, one], n("longer"))
+            streak = b.add("Where", [same, longer, one], n("streak"))
+        streak_f = b.add("Cast", [streak], n("streak_f32"), to=onnx.TensorProto.FLOAT)
+        b.add("GreaterOrEqual", [streak_f, threshold], decision)
+        state_out = (pred, streak)
+    feats = None
+    if features:
+        cols = [b.unsqueeze(v) for v in (b.max_prob(), b.entropy(), b.margin())]
+        feats = b.add("Concat", cols, n("features"), axis=1)
+    return GateSubgraph(tuple(b.nodes), tuple(b.inits), decision, feats, state_in, state_out)
+
+
+class _Builder:
+    """Appends gate nodes, computing each softmax statistic at most once (all ``[N]``)."""
+
+    def __init__(self, logits: str, n: Callable[[str], str], opset: int) -> None:
+        self.logits = logits
+        self.n = n
+        self.opset = opset
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._made: dict[str, str] = {}
+
+    def add(self, op: str, inputs: list[str], out: str, **attrs: Any) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [out], name=out, **attrs))
+        return out
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        full = self.n(name)
+        if full not in self._made:
+            self.inits.append(numpy_helper.from_array(value, full))
+            self._made[full] = full
+        return full
+
+    def _once(self, key: str, make: Callable[[], str]) -> str:
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
+
+    def logits_f32(self) -> str:
+        return self._once("logits_f32", lambda: self.add(
+            "Cast", [self.logits], self.n("logits_f32"), to=onnx.TensorProto.FLOAT))
+
+    def probs(self) -> str:
+        return self._once("probs", lambda: self.add(
+            "Softmax", [self.logits_f32()], self.n("probs"), axis=-1))
+
+    def max_prob(self) -> str:
+        def make() -> str:
+            if self.opset >= 18:  # axes became an input in opset 18
+                axes = self.const("axes_last", np.array([-1], dtype=np.int64))
+                return self.add("ReduceMax", [self.probs(), axes], self.n("max_prob"),
+                                keepdims=0)
+            return self.add("ReduceMax", [self.probs()], self.n("max_prob"), axes=[-1],
+                            keepdims=0)
+        return self._once("max_prob", make)
+
+    def entropy(self) -> str:
+        def make() -> str:
+            logp = self.add("LogSoftmax", [self.logits_f32()], self.n("logp"), axis=-1)
+            plogp = self.add("Mul", [self.probs(), logp], self.n("plogp"))
+            axes = self.const("axes_last", np.array([-1], dtype=np.int64))
+            neg = self.add("ReduceSum", [plogp, axes], self.n("neg_entropy"), keepdims=0)
+            return self.add("Neg", [neg], self.n("entropy"))
+        return self._once("entropy", make)
+
+    def margin(self) -> str:
+        def make() -> str:
+            k2 = self.const("k2", np.array([2], dtype=np.int64))
+            top2 = self.add("TopK", [self.probs(), k2], self.n("top2"), axis=-1, largest=1,
+                            sorted=1)
+            self.nodes[-1].output.append(self.n("top2_idx"))
+            p1 = self.add("Gather", [top2, self.const("idx0", np.array(0, dtype=np.int64))],
+                          self.n("p1"), axis=1)
+            p2 = self.add("Gather", [top2, self.const("idx1", np.array(1, dtype=np.int64))],
+                          self.n("p2"), axis=1)
+            return self.add("Sub", [p1, p2], self.n("margin"))
+        return self._once("margin", make)
+
+    def unsqueeze(self, v: str) -> str:
+        axes = self.const("axes_last", np.array([-1], dtype=np.int64))
+        return self.add("Unsqueeze", [v, axes], f"{v}_col")

@@ -1,7 +1,8 @@
 """FuseGate: append the exit gate to a stage graph, after its exit head.
 
-Outputs added: the decision ``[N]`` bool and the gate features ``[N, 3]`` (max probability,
-entropy, margin); input added: the scalar threshold, so thresholds change without a recompile.
+Outputs added: the decision ``[N]`` bool and, with ``features=True``, the gate features
+``[N, 3]`` (max probability, entropy, margin; off by default, since they cost as much as the
+rest of the gate at batch 1); input added: the scalar threshold, so thresholds change without a recompile.
 The patience policy also reads the previous exit's argmax and streak and writes this exit's, as
 int64 ``[N]`` tensors the runtime carries like any other.
 """
@@ -32,8 +33,9 @@ def gate_prefix(stage: int) -> str:
 
 class FuseGate(Pass):
     def __init__(self, logits: str, policy: str = "maxprob", *, stage: int = 0,
-                 prev_state: tuple[str, str] | None = None) -> None:
+                 prev_state: tuple[str, str] | None = None, features: bool = False) -> None:
         self.logits = logits
+        self.features = features
         self.policy = policy
         self.prefix = gate_prefix(stage)
         self.prev_state = prev_state
@@ -59,7 +61,8 @@ class FuseGate(Pass):
 
     def call(self, graph: ModelGraph) -> PassResult:
         gate = build_gate(self.logits, THRESHOLD_INPUT, opset=graph.opset, prefix=self.prefix,
-                          policy=self.policy, prev_state=self.prev_state)
+                          policy=self.policy, prev_state=self.prev_state,
+                          features=self.features)
         self.gate = gate
         model = onnx.ModelProto()
         model.CopyFrom(graph.model)
@@ -71,8 +74,9 @@ class FuseGate(Pass):
             g.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [BATCH]))
         g.output.append(helper.make_tensor_value_info(gate.decision, onnx.TensorProto.BOOL,
                                                       [BATCH]))
-        g.output.append(helper.make_tensor_value_info(gate.features, onnx.TensorProto.FLOAT,
-                                                      [BATCH, len(GATE_FEATURES)]))
+        if gate.features is not None:
+            g.output.append(helper.make_tensor_value_info(
+                gate.features, onnx.TensorProto.FLOAT, [BATCH, len(GATE_FEATURES)]))
         for name in gate.state_outputs:
             g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [BATCH]))
         return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes),
@@ -80,6 +84,8 @@ class FuseGate(Pass):
 
     def ensures(self, graph: ModelGraph) -> None:
         outs = set(graph.output_names)
-        for n in (f"{self.prefix}/decision", f"{self.prefix}/features"):
+        wanted = [f"{self.prefix}/decision"] + ([f"{self.prefix}/features"] if self.features
+                                                else [])
+        for n in wanted:
             if n not in outs:
                 raise PreconditionError(f"the gated stage lacks the output {n!r}")

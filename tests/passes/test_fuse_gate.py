@@ -39,19 +39,24 @@ def _threshold(policy: str, rng: np.random.Generator) -> float:
 @pytest.mark.parametrize("classes", [2, 10])
 @pytest.mark.parametrize("opset", [13, 18, 20])
 @pytest.mark.parametrize("policy", ["maxprob", "entropy", "margin"])
-def test_gate_matches_reference(seed: int, classes: int, opset: int, policy: str) -> None:
+@pytest.mark.parametrize("features", [False, True])
+def test_gate_matches_reference(seed: int, classes: int, opset: int, policy: str,
+                                features: bool) -> None:
     rng = np.random.default_rng(seed)
-    res = FuseGate("logits", policy, stage=3)(_identity_stage(classes, opset))
+    res = FuseGate("logits", policy, stage=3, features=features)(_identity_stage(classes, opset))
     assert res.modified
     p = gate_prefix(3)
     z = (rng.standard_normal((64, classes)) * rng.uniform(0.5, 8.0)).astype(np.float32)
     thr = float(_threshold(policy, rng))
-    logits, decision, feats = _session(res.graph).run(
-        ["logits", f"{p}/decision", f"{p}/features"],
+    outs = [o.name for o in res.graph.graph.output]
+    assert (f"{p}/features" in outs) == features
+    logits, decision, *feats = _session(res.graph).run(
+        ["logits", f"{p}/decision"] + ([f"{p}/features"] if features else []),
         {"z": z, THRESHOLD_INPUT: np.array(thr, dtype=np.float32)},
     )
     ref = gate_features(z)
-    np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-6)
+    if features:
+        np.testing.assert_allclose(feats[0], ref, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(logits, z)
     col = {"maxprob": 0, "entropy": 1, "margin": 2}[policy]
     near = np.abs(ref[:, col] - thr) < 1e-5
@@ -105,3 +110,17 @@ def test_fuse_gate_refuses_a_gated_stage() -> None:
 def test_fuse_gate_refuses_old_opset() -> None:
     with pytest.raises(PassError, match="opset"):
         FuseGate("logits")(_identity_stage(4, opset=11))
+
+
+@pytest.mark.parametrize("policy,ops", [
+    ("maxprob", ["Cast", "Softmax", "ReduceMax", "GreaterOrEqual"]),
+    ("entropy", ["Cast", "Softmax", "LogSoftmax", "Mul", "ReduceSum", "Neg", "LessOrEqual"]),
+    ("margin", ["Cast", "Softmax", "TopK", "Gather", "Gather", "Sub", "GreaterOrEqual"]),
+])
+def test_gate_computes_only_what_its_policy_reads(policy: str, ops: list[str]) -> None:
+    """Without features, the gate is the policy's statistic and one comparison."""
+    res = FuseGate("logits", policy, stage=0)(_identity_stage(10, 20))
+    got = [n.op_type for n in res.graph.graph.node if n.name.startswith(gate_prefix(0))]
+    assert sorted(got) == sorted(ops)
+    full = FuseGate("logits", policy, stage=0, features=True)(_identity_stage(10, 20))
+    assert len(full.graph.graph.node) > len(res.graph.graph.node)

@@ -171,7 +171,7 @@ def run_bench(
     import tempfile
     from pathlib import Path
 
-    from eeopt.backends.ort import configure_threads, make_session
+    from eeopt.backends.ort import configure_threads, fast_run, make_session
 
     configure_threads(threads)
     import eeopt
@@ -192,8 +192,11 @@ def run_bench(
         labels = labels[:limit]
     n = labels.shape[0]
 
+    plain_run = fast_run(plain)  # called as the program calls its stages
+    plain_fetch = [plain_out]
+
     def run_plain(f: Mapping[str, np.ndarray]) -> object:
-        return plain.run([plain_out], dict(f))[0]
+        return plain_run(plain_fetch, dict(f), None)[0]
 
     def run_program(f: Mapping[str, np.ndarray]) -> object:
         return program.run(f)

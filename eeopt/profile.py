@@ -298,7 +298,7 @@ def profile_model(
     cost on ONNX Runtime (CPU) at ``threads`` threads."""
     from tqdm import tqdm
 
-    from eeopt.backends.ort import configure_threads, make_session
+    from eeopt.backends.ort import configure_threads, fast_run, make_session
     from eeopt.capture import cut_to_outputs, random_inputs, tile_inputs
     from eeopt.compiler import _build_stages, _emit, prepare
     from eeopt.kernels.reference import NEVER
@@ -334,6 +334,10 @@ def profile_model(
     head_sess = [make_session(m.SerializeToString()) for m in head_models]
     plain_model = cut_to_outputs(graph, [graph.output_names[-1]]).model
     plain_sess = make_session(plain_model.SerializeToString())
+    # every session is called the way the runtime calls its stages (fast_run), so that the
+    # plain network, heads and stages pay the same per-call cost
+    head_out = [[o.name for o in s.get_outputs()] for s in head_sess]
+    plain_out = [o.name for o in plain_sess.get_outputs()]
 
     def stage_feeds(k: int, vals: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         spec = built[k][1]
@@ -364,11 +368,12 @@ def profile_model(
             fns: dict[str, Callable[[], object]] = {}
             for k in range(k_exits):
                 f = stage_feeds(k, vals)
-                fns[f"s{k}"] = partial(hot[k].session.run, hot[k].fetch, f)
+                fns[f"s{k}"] = partial(hot[k].run, hot[k].fetch, f, None)
             for k in range(k_exits - 1):
-                fns[f"h{k}"] = partial(head_sess[k].run, None, head_feeds(k, vals))
+                fns[f"h{k}"] = partial(fast_run(head_sess[k]), head_out[k], head_feeds(k, vals),
+                                       None)
             x = {s.name: vals[s.name] for s in prep.inputs}
-            fns["plain"] = partial(plain_sess.run, None, x)
+            fns["plain"] = partial(fast_run(plain_sess), plain_out, x, None)
             fns["program"] = partial(program.run, x)
             med = _measure(fns, min_time_s * (len(fns) / 2))
             for k in range(k_exits):

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from eeopt.backends.base import InputChecker
-from eeopt.backends.ort import OrtBackend, OrtSegment, configure_threads
+from eeopt.backends.ort import OrtBackend, OrtSegment, configure_threads, fast_run
 from eeopt.errors import DataError, ManifestError, UsageError
 from eeopt.kernels.reference import NEVER
 from eeopt.manifest import Manifest, StageSpec, TensorSpec, load_manifest, resolve_in_dir
@@ -51,7 +51,8 @@ class Result:
 class _Hot:
     """What the run loop needs of one stage, worked out once at load time."""
 
-    session: Any
+    run: Any
+    """The session's run, as ``run(fetch, feeds, None)`` (``backends.ort.fast_run``)."""
     inputs: tuple[str, ...]
     fetch: list[str]
     """logits, then (gated stages) the decision, then the carried tensors it makes."""
@@ -120,7 +121,7 @@ class Program:
             produces = tuple(t.name for t in sp.produces if t.name != sp.logits)
             gated = sp.gate is not None
             self._hot.append(_Hot(
-                session=stage.segment.session,
+                run=fast_run(stage.segment.session),
                 inputs=stage.input_names,
                 fetch=[sp.logits, *([sp.decision] if gated and sp.decision else []), *produces],
                 produces=produces,
@@ -191,13 +192,15 @@ class Program:
         exits = np.empty((n,), dtype=np.int64)
         if n == 0:
             return Result(logits, exits)
+        if n == 1:
+            return self._run_one(feeds, thr)
         live: dict[str, np.ndarray] = feeds
         order: np.ndarray | None = None  # original row of each remaining row; None = identity
         # the hot loop: everything per stage was worked out at load time (see _Hot)
         for k, h in enumerate(self._hot):
             sfeeds = {name: live[name] for name in h.inputs}
             if h.threshold is None:  # the final stage takes every row still here
-                out_logits = h.session.run(h.fetch, sfeeds)[0]
+                out_logits = h.run(h.fetch, sfeeds, None)[0]
                 if order is None:
                     logits[:] = out_logits
                     exits[:] = k
@@ -206,12 +209,12 @@ class Program:
                     exits[order] = k
                 break
             sfeeds[h.threshold] = thr[k]
-            outs = h.session.run(h.fetch, sfeeds)
+            outs = h.run(h.fetch, sfeeds, None)
             out_logits, decision = outs[0], outs[1]
             for name, arr in zip(h.produces, outs[2:], strict=True):
                 live[name] = arr
             m = decision.shape[0]
-            if m == 1:  # one row: no index arithmetic
+            if m == 1:  # one row left: no index arithmetic
                 if decision[0]:
                     row = 0 if order is None else int(order[0])
                     logits[row] = out_logits[0]
@@ -233,6 +236,24 @@ class Program:
             live = {t: _compact(live[t], keep, ax) for t, ax in h.compact}
         return Result(logits, exits)
 
+    def _run_one(self, feeds: dict[str, np.ndarray], thr: Sequence[np.ndarray]) -> Result:
+        """One row (the latency-bound case): no row bookkeeping, no result buffers; the
+        exit's own output array is the result."""
+        live = feeds
+        for k, h in enumerate(self._hot):
+            sfeeds = {name: live[name] for name in h.inputs}
+            if h.threshold is not None:
+                sfeeds[h.threshold] = thr[k]
+            outs = h.run(h.fetch, sfeeds, None)
+            if h.threshold is None or outs[1][0]:
+                z = outs[0]
+                return Result(z if z.dtype == np.float32 else z.astype(np.float32),
+                              np.full(1, k, dtype=np.int64))
+            for name, arr in zip(h.produces, outs[2:], strict=True):
+                live[name] = arr
+            live = {t: live[t] for t, _ in h.compact}
+        raise AssertionError("the final stage has no gate")  # pragma: no cover
+
     def run_all(self, x: Inputs) -> list[np.ndarray]:
         """Every exit's logits for every row, with no early exit (for verification and
         calibration). Returns one ``[N, C]`` float32 array per exit."""
@@ -244,7 +265,7 @@ class Program:
             if h.threshold is not None:
                 policy = st.spec.gate.policy  # type: ignore[union-attr]
                 sfeeds[h.threshold] = np.array(NEVER[policy], dtype=np.float32)
-            outs = h.session.run(h.fetch, sfeeds)
+            outs = h.run(h.fetch, sfeeds, None)
             out.append(np.asarray(outs[0], dtype=np.float32))
             for name, arr in zip(h.produces, outs[len(h.fetch) - len(h.produces):],
                                  strict=True):

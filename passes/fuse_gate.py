@@ -2,7 +2,8 @@
 
 Outputs added: the decision ``[N]`` bool and, with ``features=True``, the gate features
 ``[N, 3]`` (max probability, entropy, margin; off by default, since they cost as much as the
-rest of the gate at batch 1); input added: the scalar threshold, so thresholds change without a recompile.
+rest of the gate at batch 1). Input added: the scalar threshold, so thresholds change without a
+recompile.
 The patience policy also reads the previous exit's argmax and streak and writes this exit's, as
 int64 ``[N]`` tensors the runtime carries like any other.
 """

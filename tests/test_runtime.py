@@ -34,15 +34,15 @@ class _Spy:
         self.calls: list[tuple[int, dict[str, np.ndarray]]] = []
         spy = self
 
-        class Session:
+        class Run:
             def __init__(self, k: int, inner: object) -> None:
                 self.k, self.inner = k, inner
 
-            def run(self, fetch, feeds):  # type: ignore[no-untyped-def]
+            def __call__(self, fetch, feeds, options):  # type: ignore[no-untyped-def]
                 spy.calls.append((self.k, dict(feeds)))
-                return self.inner.run(fetch, feeds)  # type: ignore[attr-defined]
+                return self.inner(fetch, feeds, options)  # type: ignore[operator]
 
-        prog._hot = [dataclasses.replace(h, session=Session(k, h.session))
+        prog._hot = [dataclasses.replace(h, run=Run(k, h.run))
                      for k, h in enumerate(prog._hot)]
 
 
@@ -153,3 +153,44 @@ def test_program_repr_and_properties(masked: eeopt.Program, tmp_path: Path) -> N
     assert masked.num_exits == 3 and masked.num_classes == 3
     assert [s.name for s in masked.input_specs] == ["x", "mask"]
     assert "exits=3" in repr(masked)
+
+
+@pytest.mark.parametrize("thr", [[1e-6, 1e-6], [2.0, 2.0], [0.5, 0.6], [0.7, 1e-6]])
+def test_one_row_path_matches_the_batched_path(masked: eeopt.Program, thr: list[float]) -> None:
+    """A single row takes its own lean path; row by row it must give what the batch gives."""
+    feeds = _feeds(12, seed=3)
+    whole = masked.run(feeds, thresholds=thr)
+    for i in range(12):
+        one = masked.run({k: v[i:i + 1] for k, v in feeds.items()}, thresholds=thr)
+        assert one.logits.dtype == np.float32 and one.logits.shape == (1, masked.num_classes)
+        assert one.exit.dtype == np.int64 and one.exit.shape == (1,)
+        assert one.exit[0] == whole.exit[i]
+        np.testing.assert_allclose(one.logits[0], whole.logits[i], rtol=1e-5, atol=1e-6)
+
+
+def test_one_row_runs_only_up_to_its_exit(masked: eeopt.Program) -> None:
+    prog = eeopt.load(masked.path)
+    spy = _Spy(prog)
+    row = {k: v[:1] for k, v in _feeds(1).items()}
+    assert prog.run(row, thresholds=[2.0, 1e-6]).exit[0] == 1
+    assert [k for k, _ in spy.calls] == [0, 1]
+
+
+@pytest.fixture(scope="module")
+def single_input(tmp_path_factory: pytest.TempPathFactory) -> eeopt.Program:
+    d = tmp_path_factory.mktemp("residual") / "program"
+    return eeopt.compile(T.make("residual", 0), d, example_inputs=T.example("residual", 4, 0),
+                         threshold=0.5)
+
+
+def test_single_input_checks(single_input: eeopt.Program) -> None:
+    x = T.example("residual", 3, 1)[0].numpy()
+    assert single_input.run(x).exit.shape == (3,)
+    with pytest.raises(DataError, match="dtype|float"):
+        single_input.run(x.astype(np.float64))
+    with pytest.raises(DataError, match="shape|dim"):
+        single_input.run(x[:, :, :-1])
+    with pytest.raises(DataError):
+        single_input.run(x[0])  # the batch axis dropped
+    with pytest.raises(DataError):
+        single_input.run(np.float32(1.0))  # type: ignore[arg-type]

@@ -17,7 +17,8 @@ from eeopt.backends.base import check_inputs
 from eeopt.errors import BackendUnavailableError, DataError, UnsupportedModelError
 from eeopt.manifest import TensorSpec
 
-__all__ = ["OrtBackend", "OrtSegment", "configure_threads", "make_session", "global_threads"]
+__all__ = ["OrtBackend", "OrtSegment", "configure_threads", "fast_run", "global_threads",
+           "make_session"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,17 @@ def make_session(model: bytes | str | os.PathLike[str], threads: int | None = No
     except Exception as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UnsupportedModelError(f"ONNX Runtime cannot load the model: {first}") from exc
+
+
+def fast_run(session):  # type: ignore[no-untyped-def]
+    """``session``'s run as ``f(output_names, feeds, run_options)``, without the Python
+    wrapper's per-call re-validation of the feed (about 3 us a call at batch 1, a tenth of a
+    small stage). Callers check their inputs themselves (``InputChecker``). Falls back to the
+    public ``InferenceSession.run``, which takes the same arguments, if ONNX Runtime ever
+    stops exposing its binding as ``_sess``."""
+    raw = getattr(session, "_sess", None)
+    run = getattr(raw, "run", None)
+    return run if callable(run) else session.run
 
 
 class OrtSegment:

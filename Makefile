@@ -1,13 +1,14 @@
 PY ?= python3
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install cpp demo test lint
+.PHONY: help install cpp demo test lint gpu-check
 
 help:
 	@echo "make demo     install, then compile the Fashion-MNIST demo and benchmark it"
 	@echo "make test     install, build the C++ runtime, then run the test suite"
 	@echo "make cpp      build the C++ runtime (build/cpp) and run its unit tests"
 	@echo "make lint     ruff + mypy"
+	@echo "make gpu-check  on a CUDA machine: gpu tests + GPU benchmark -> benchmarks/results/gpu-<date>"
 
 install:
 	PY=$(PY) bash scripts/install.sh
@@ -25,3 +26,7 @@ test: install cpp
 lint:
 	$(PY) -m ruff check eeopt passes kernels tests scripts benchmarks
 	$(PY) -m mypy eeopt passes kernels
+
+# needs a CUDA build of torch and eeopt installed; deliberately does not run `make install`
+gpu-check:
+	$(PY) benchmarks/gpu_check.py

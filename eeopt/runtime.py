@@ -278,5 +278,13 @@ def load(path: str | os.PathLike[str], threads: int | None = None) -> Program:
     """Load and verify a compiled program directory (manifest, sha256 of every stage file)."""
     p = Path(path)
     manifest = load_manifest(p)
+    if manifest.backend == "aoti":  # AOTInductor stages: the torch-side runtime
+        from eeopt.runtime_torch import TorchProgram
+
+        return TorchProgram(p, manifest, threads)
+    if manifest.backend == "tensorrt":
+        from eeopt.backends.tensorrt import TrtProgram
+
+        return TrtProgram(p, manifest, threads)
     configure_threads(threads)
     return Program(p, manifest, threads)

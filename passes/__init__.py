@@ -6,8 +6,11 @@ from eeopt.passes._infra import Pass, PassManager, PassResult
 from eeopt.passes.check_model import CheckModel
 from eeopt.passes.compute_cuts import (
     CutPlan,
+    CutView,
     StageCut,
     compute_cuts,
+    cut_view,
+    cuts_from_view,
     shape_only_nodes,
     with_shape_closure,
 )
@@ -31,6 +34,9 @@ __all__ = [
     "CutPlan",
     "StageCut",
     "compute_cuts",
+    "CutView",
+    "cut_view",
+    "cuts_from_view",
     "shape_only_nodes",
     "with_shape_closure",
     "extract_head",

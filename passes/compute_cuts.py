@@ -14,13 +14,23 @@ stage that needs such a value recomputes it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from eeopt.errors import UnsupportedModelError
 from eeopt.graph import ModelGraph
 from eeopt.passes.find_exit_heads import ExitHeads
 
-__all__ = ["StageCut", "CutPlan", "compute_cuts", "shape_only_nodes", "with_shape_closure"]
+__all__ = [
+    "StageCut",
+    "CutPlan",
+    "CutView",
+    "compute_cuts",
+    "cut_view",
+    "cuts_from_view",
+    "shape_only_nodes",
+    "with_shape_closure",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -80,28 +90,69 @@ def shape_only_nodes(graph: ModelGraph) -> frozenset[str]:
     return frozenset(shape_only)
 
 
+@dataclass(frozen=True)
+class CutView:
+    """What the cut analysis needs of a graph, whatever represents it: the ONNX ModelGraph
+    (``cut_view``) or a ``torch.export`` FX graph (``eeopt.capture_torch``). Nodes and tensors are
+    names; only extracting the stages is specific to each representation."""
+
+    order: Mapping[str, int]
+    """Node -> position in a topological order."""
+    inputs_of: Mapping[str, Sequence[str]]
+    """Node -> every tensor it reads."""
+    outputs_of: Mapping[str, Sequence[str]]
+    """Node -> the tensors it makes."""
+    producer: Mapping[str, str]
+    """Tensor -> the node that makes it (graph inputs and constants are absent)."""
+    graph_inputs: tuple[str, ...]
+    constants: frozenset[str]
+    """Tensors with a fixed value (initializers, parameters): never carried."""
+    shape_only: frozenset[str]
+    """Nodes whose outputs depend only on constants and shapes: recomputed, never carried."""
+
+
+def cut_view(graph: ModelGraph, shape_only: frozenset[str] | None = None) -> CutView:
+    """The ONNX graph's ``CutView`` (``shape_only``: the graph's ``shape_only_nodes``, computed
+    when not given)."""
+    return CutView(
+        order=graph.order,
+        inputs_of=graph.inputs_of,
+        outputs_of={n.name: [t for t in n.output if t] for n in graph.graph.node},
+        producer=graph.producer,
+        graph_inputs=tuple(graph.input_names),
+        constants=graph.initializer_names,
+        shape_only=shape_only_nodes(graph) if shape_only is None else shape_only,
+    )
+
+
+def _closure(
+    view: CutView, nodes: set[str] | frozenset[str]
+) -> tuple[list[str], dict[str, None]]:
+    members = set(nodes)
+    work = list(nodes)
+    while work:
+        n = work.pop()
+        for t in view.inputs_of[n]:
+            p = view.producer.get(t)
+            if p is not None and p in view.shape_only and p not in members:
+                members.add(p)
+                work.append(p)
+    ordered = sorted(members, key=view.order.__getitem__)
+    produced = {t for n in ordered for t in view.outputs_of[n]}
+    reads: dict[str, None] = {}
+    for n in ordered:
+        for t in view.inputs_of[n]:
+            if t not in produced and t not in view.constants:
+                reads.setdefault(t, None)
+    return ordered, reads
+
+
 def with_shape_closure(
     graph: ModelGraph, nodes: set[str] | frozenset[str], shape_only: frozenset[str]
 ) -> tuple[list[str], dict[str, None]]:
     """``nodes`` plus the shape arithmetic they need, in topological order, and the tensors the
     result reads from outside (initializers excluded), in first-read order."""
-    members = set(nodes)
-    work = list(nodes)
-    while work:
-        n = work.pop()
-        for t in graph.inputs_of[n]:
-            p = graph.producer.get(t)
-            if p is not None and p in shape_only and p not in members:
-                members.add(p)
-                work.append(p)
-    ordered = sorted(members, key=graph.order.__getitem__)
-    produced = {t for n in ordered for t in graph.node_by_name[n].output if t}
-    reads: dict[str, None] = {}
-    for n in ordered:
-        for t in graph.inputs_of[n]:
-            if t not in produced and t not in graph.initializer_names:
-                reads.setdefault(t, None)
-    return ordered, reads
+    return _closure(cut_view(graph, shape_only), nodes)
 
 
 def _has_subgraph(node: object) -> bool:
@@ -114,34 +165,41 @@ def _has_subgraph(node: object) -> bool:
 
 
 def compute_cuts(graph: ModelGraph, heads: ExitHeads) -> CutPlan:
-    outputs = [h.output for h in heads.heads]
-    shape_only = shape_only_nodes(graph)
+    """Stages of the ONNX graph: ``cuts_from_view`` on its ``cut_view``."""
+    return cuts_from_view(cut_view(graph), [h.output for h in heads.heads], heads.needed)
+
+
+def cuts_from_view(
+    view: CutView, outputs: Sequence[str], needed: Sequence[frozenset[str]]
+) -> CutPlan:
+    """The cut analysis on any graph: ``outputs`` are the exits' logits tensors, earliest
+    first, and ``needed[k]`` every node exit k depends on."""
+    shape_only = view.shape_only
     for out in outputs:
-        if graph.producer[out] in shape_only:
+        if view.producer[out] in shape_only:
             raise UnsupportedModelError(
                 f"exit output {out!r} is a constant or shape computation, not logits"
             )
 
     stage_of: dict[str, int] = {}
-    for k, needed in enumerate(heads.needed):
-        for n in needed:
+    for k, nodes in enumerate(needed):
+        for n in nodes:
             if n not in shape_only and n not in stage_of:
                 stage_of[n] = k
 
-    graph_inputs = tuple(graph.input_names)
+    graph_inputs = tuple(view.graph_inputs)
     produced_by_stage: dict[str, int] = {}
     for n, k in stage_of.items():
-        for t in graph.node_by_name[n].output:
-            if t:
-                produced_by_stage[t] = k
+        for t in view.outputs_of[n]:
+            produced_by_stage[t] = k
 
     stage_nodes: list[list[str]] = []
     stage_recomputed: list[list[str]] = []
     stage_inputs: list[list[str]] = []
     for k, out in enumerate(outputs):
         core = {n for n, s in stage_of.items() if s == k}
-        ordered, reads = with_shape_closure(graph, core, shape_only)
-        produced = {t for n in ordered for t in graph.node_by_name[n].output if t}
+        ordered, reads = _closure(view, core)
+        produced = {t for n in ordered for t in view.outputs_of[n]}
         if out not in produced:
             reads.setdefault(out, None)  # the exit is a tensor an earlier stage made
         for t in reads:

@@ -13,4 +13,9 @@ fi
 
 # torch is pinned: an unpinned torch pulls a multi-GB CUDA build.
 "$PY" -m pip install -q --disable-pip-version-check "torch==2.13.0"
+# Triton (the fused-gate kernel; ~290 MB, installs on CPU): without a GPU its interpreter runs
+# the kernel's tests. A CUDA build of torch brings its own Triton: keep that one.
+if ! "$PY" -c "import triton" >/dev/null 2>&1; then
+  "$PY" -m pip install -q --disable-pip-version-check "triton==3.9.0"
+fi
 "$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev,efficientnet]"

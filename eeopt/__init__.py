@@ -10,7 +10,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "compile", "load", "Program", "Result"]
+__all__ = ["__version__", "compile", "compile_cascade", "load", "Program", "Result"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:
         from eeopt.compiler import compile
 
         return compile
+    if name == "compile_cascade":
+        from eeopt.cascade import compile_cascade
+
+        return compile_cascade
     if name in ("load", "Program", "Result"):
         from eeopt import runtime
 

@@ -20,7 +20,7 @@ import numpy as np
 from eeopt import __version__
 from eeopt._argtypes import positive_int as _positive_int
 from eeopt.errors import DataError, EEOptError, UsageError
-from eeopt.kernels.reference import POLICIES
+from eeopt.kernels.reference import LEARNED_POLICIES, POLICIES
 from eeopt.train import cli as train_cli
 
 __all__ = ["main", "build_parser"]
@@ -30,6 +30,7 @@ logger = logging.getLogger("eeopt")
 EPILOG = """\
 examples:
   eeopt compile model.onnx --out program/ --threshold 0.9
+  eeopt cascade tiny.onnx big.onnx --calib fashion-mnist:val --budget 0.5 --out program/
   eeopt run program/ --input x.npy --output out.npz --batch-size 64
   eeopt inspect program/
   eeopt train --data fashion-mnist --arch demo-cnn --objective consistency --epochs 3 --out run/
@@ -100,9 +101,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "the budget (default 2; 0 plans right up to the budget)")
     c.add_argument("--plan-batch", type=_positive_int, default=1, metavar="N",
                    help="planner: the batch size to minimise latency at (default 1)")
-    c.add_argument("--policy", default="maxprob", choices=POLICIES,
+    c.add_argument("--policy", default="maxprob", choices=POLICIES + LEARNED_POLICIES,
                    help="how a gate decides (default maxprob): maxprob >= T, entropy <= T, "
-                   "margin (top1 - top2) >= T, or patience (PABEE: T consecutive exits agree)")
+                   "margin (top1 - top2) >= T, or patience (PABEE: T consecutive exits agree); "
+                   "learned from --calib (score >= T, T in [0, 1], default 0.5): jei (JEI-DNN "
+                   "gates), gate-unit (CN111445026A), cost-sensitive (Bolukbasi et al. 2017), "
+                   "twin (EP4356304A1: the exit is chosen from the input before running)")
+    c.add_argument("--tau", type=float, default=None, metavar="TAU",
+                   help="cost-sensitive policy: the price of time in 0/1-loss units per "
+                   "whole-model time (default 0.2)")
+    c.add_argument("--lambda", dest="lam", type=float, default=None, metavar="LAMBDA",
+                   help="jei policy: the oracle's trade-off argmin CE + LAMBDA * MACs fraction "
+                   "(default 0.3)")
     c.add_argument("--example-inputs", metavar="X.npz",
                    help="sample inputs (one array per input name) used to verify the "
                    "compile; needed when random inputs do not suit the model")
@@ -110,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--force", action="store_true", help="replace DIR if it exists")
     c.add_argument("--no-verify", action="store_true",
                    help="skip the numerical check of the stages against the original model")
+    c.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt", "aoti"),
+                   help="onnxruntime (default); tensorrt: one engine per stage (needs "
+                   "TensorRT 10 and a GPU; not yet run); aoti: AOTInductor, needs a torch "
+                   "module, so use the Python API eeopt.compile(module, ..., backend='aoti')")
+    c.add_argument("--fp16", action="store_true", help="tensorrt: build FP16 engines")
 
     r = sub.add_parser(
         "run",
@@ -167,6 +182,49 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--limit", type=int, default=None, help="use only the first N rows")
     be.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     be.add_argument("--plot", metavar="OUT.png", help="plot the accuracy-latency frontier")
+
+    ca = sub.add_parser(
+        "cascade",
+        help="compile a chain of separate models (cheapest first) into one early-exit program",
+        description="Network-selection cascade (Bolukbasi et al., ICML 2017): merge the models "
+        "into one ONNX graph on their shared input(s) (names prefixed m0/, m1/, ...; outputs "
+        "in order: model 0's, then model 1's, ...), then compile it like any multi-exit model. "
+        "Each model is its own stage; a row whose gate fires after model k returns model k's "
+        "logits and never runs a later model; a row that goes on pays for every model it ran, "
+        "and the planner's cost counts every network evaluated. List the models cheapest "
+        "first; the last one's (last) output is the final classifier. The models must read "
+        "the same inputs (matched by name, else by position) and predict the same classes.",
+    )
+    ca.add_argument("models", nargs="+", metavar="MODEL.onnx",
+                    help="two or more ONNX models, cheapest first (each: [batch, classes] "
+                    "logits per output, dynamic batch)")
+    ca.add_argument("--out", required=True, metavar="DIR", help="program directory to write")
+    cg = ca.add_mutually_exclusive_group()
+    cg.add_argument("--threshold", type=_threshold, metavar="T",
+                    help="one gate threshold for every early exit")
+    cg.add_argument("--thresholds", type=_threshold_list, metavar="T0,T1,...",
+                    help="one threshold per early exit (every model's outputs but the last)")
+    ca.add_argument("--calib", metavar="DATA",
+                    help="planner: calibration data (fashion-mnist:val or an .npz with inputs "
+                    "+ 'y'); it picks the kept models and their thresholds; needs --budget")
+    ca.add_argument("--budget", type=float, metavar="PP",
+                    help="planner: accuracy loss allowed against the last model, in points")
+    ca.add_argument("--guarantee", type=float, metavar="P",
+                    help="planner: hold the budget with probability P (risk control)")
+    ca.add_argument("--margin", type=float, default=2.0, metavar="SIGMAS",
+                    help="planner: standard errors of the loss estimate kept below the budget "
+                    "(default 2)")
+    ca.add_argument("--plan-batch", type=_positive_int, default=1, metavar="N",
+                    help="planner: the batch size to minimise latency at (default 1)")
+    ca.add_argument("--policy", default="maxprob",
+                    help="how a gate decides, as for `eeopt compile` (default maxprob)")
+    ca.add_argument("--save-merged", metavar="MERGED.onnx",
+                    help="also write the merged model; the program then records it as its "
+                    "source, so `eeopt bench` compares against the last model alone")
+    ca.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ca.add_argument("--force", action="store_true", help="replace DIR (and MERGED.onnx)")
+    ca.add_argument("--no-verify", action="store_true",
+                    help="skip the numerical check of the stages against the merged model")
 
     train_cli.add_parser(sub)
 
@@ -232,10 +290,48 @@ def cmd_compile(args: argparse.Namespace) -> int:
         plan_batch=args.plan_batch,
         margin=args.margin,
         progress=True,
+        tau=args.tau,
+        lam=args.lam,
+        **({"backend": args.backend, "fp16": args.fp16} if args.backend != "onnxruntime"
+           else {}),
     )
     thr = ", ".join(f"{t:g}" for t in program.thresholds)
     print(f"compiled {args.model} -> {args.out}: {program.num_exits} stages, thresholds [{thr}]"
           + ("" if args.no_verify else ", verified against the original"))
+    if program.manifest.plan:
+        print("\n".join(_plan_lines(program.manifest.plan)))
+    return 0
+
+
+def cmd_cascade(args: argparse.Namespace) -> int:
+    from eeopt.cascade import compile_cascade, model_prefix
+
+    if len(args.models) < 2:
+        raise UsageError(f"a cascade needs at least 2 models, got {len(args.models)}")
+    program = compile_cascade(
+        args.models,
+        args.out,
+        save_merged=args.save_merged,
+        threshold=args.threshold,
+        thresholds=args.thresholds,
+        force=args.force,
+        threads=args.threads,
+        verify=not args.no_verify,
+        policy=args.policy,
+        calib=args.calib,
+        budget=args.budget,
+        guarantee=args.guarantee,
+        plan_batch=args.plan_batch,
+        margin=args.margin,
+        progress=True,
+    )
+    thr = ", ".join(f"{t:g}" for t in program.thresholds)
+    exits = ", ".join(s.exit_output for s in program.manifest.stages)
+    print(f"compiled a cascade of {len(args.models)} models -> {args.out}: "
+          f"{program.num_exits} stages ({exits}), thresholds [{thr}]"
+          + ("" if args.no_verify else ", verified against the merged model"))
+    for k, m in enumerate(args.models):
+        print(f"  {model_prefix(k)} = {m}")
     if program.manifest.plan:
         print("\n".join(_plan_lines(program.manifest.plan)))
     return 0
@@ -474,7 +570,8 @@ def print_bench(res: dict) -> None:  # type: ignore[type-arg]
                      frows))
 
 
-COMMANDS = {"compile": cmd_compile, "run": cmd_run, "inspect": cmd_inspect,
+COMMANDS = {"compile": cmd_compile, "cascade": cmd_cascade, "run": cmd_run,
+            "inspect": cmd_inspect,
             "profile": cmd_profile, "bench": cmd_bench, "train": train_cli.run}
 
 

@@ -196,16 +196,20 @@ def resolve_thresholds(
 
 
 def _build_stages(
-    prep: Prepared, thresholds: Sequence[float], policy: str
+    prep: Prepared, thresholds: Sequence[float], policy: str,
+    gates: Sequence[Any] | None = None,
 ) -> list[tuple[onnx.ModelProto, StageSpec]]:
+    """``gates``: one learned gate (``eeopt.kernels.onnx_learned_gate.LearnedGate``) per early
+    exit, for the learned policies; None for the fixed ones."""
     stage_graphs = extract_stages(prep.graph, prep.plan, prep.specs)
     last = len(stage_graphs) - 1
     built = []
     prev_state: tuple[str, str] | None = None
     for cut, sg in zip(prep.plan.stages, stage_graphs, strict=True):
         logits = stage_logits_name(cut)
-        fuse = None if cut.index == last else FuseGate(logits, policy, stage=cut.index,
-                                                       prev_state=prev_state)
+        fuse = None if cut.index == last else FuseGate(
+            logits, policy, stage=cut.index, prev_state=prev_state,
+            learned=None if gates is None else gates[cut.index])
         passes = [] if fuse is None else [fuse]
         passes += [RemoveDeadNodes(), CheckModel(f"stage {cut.index}")]
         sg = PassManager(passes)(sg).graph
@@ -216,11 +220,18 @@ def _build_stages(
             assert fuse.gate is not None
             gate = GateSpec(policy, float(thresholds[cut.index]),
                             GATE_FEATURES if fuse.gate.features else ())
-            state_in = tuple(TensorSpec(n, "int64", (BATCH,), 0) for n in fuse.gate.state_inputs)
+            types = getattr(fuse.gate, "state_types", {})  # learned gates: float state too
+
+            def state_spec(n: str, types: dict[str, Any] = types) -> TensorSpec:
+                dtype, shape = types.get(n, ("int64", ("batch",)))
+                return TensorSpec(n, dtype, tuple(BATCH if d == "batch" else d for d in shape),
+                                  0)
+
+            state_in = tuple(state_spec(n) for n in fuse.gate.state_inputs)
             if cut.index + 1 < last:  # the final stage has no gate to pass state to
-                state_out = tuple(TensorSpec(n, "int64", (BATCH,), 0)
-                                  for n in fuse.gate.state_outputs)
-            prev_state = (state_out[0].name, state_out[1].name) if state_out else None
+                state_out = tuple(state_spec(n) for n in fuse.gate.state_outputs)
+            prev_state = ((state_out[0].name, state_out[1].name) if len(state_out) == 2
+                          else None)
         prefix = gate_prefix(cut.index)
         spec = StageSpec(
             index=cut.index,
@@ -277,7 +288,8 @@ def verify_program(
 
 def _measure_corrections(prep: Prepared, sub: Prepared, plan: Any, report: Any,
                          feeds: dict[str, np.ndarray], policy: str, threads: int | None,
-                         max_rows: int = 2000, min_rows: int = 20) -> tuple[float, ...]:
+                         max_rows: int = 5000, min_rows: int = 20,
+                         gates: Sequence[Any] | None = None) -> tuple[float, ...]:
     """Per exit, measured minus modelled cost of its stage, from running ``plan``'s program
     row by row on calibration inputs (0 where too few rows reach it to tell). ``sub`` is the
     analysis of the model cut to the plan's kept exits."""
@@ -296,7 +308,7 @@ def _measure_corrections(prep: Prepared, sub: Prepared, plan: Any, report: Any,
     plain_run, plain_fetch = fast_run(plain_sess), [outputs[-1]]  # as the profile calls it
     with tempfile.TemporaryDirectory() as tmp:
         prog = _emit(sub, Path(tmp) / "p", list(plan.thresholds), policy, threads=threads,
-                     verify=False)
+                     verify=False, gates=gates)
         for r in rows[: min(200, n)]:
             prog.run(r)
             plain_run(plain_fetch, r, None)
@@ -418,6 +430,13 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     progress: bool = False,
     profile: Any = None,
     margin: float = 2.0,
+    gates: Any = None,
+    tau: float | None = None,
+    lam: float | None = None,
+    backend: str = "onnxruntime",
+    device: str = "cpu",
+    gate: str = "auto",
+    fp16: bool = False,
 ) -> Any:
     """Compile a multi-exit model (ONNX path, ``onnx.ModelProto`` or torch module) into a
     program directory at ``out`` and return the loaded ``Program``.
@@ -428,8 +447,33 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     on this machine, keeps the exits and thresholds that minimise expected latency within the
     budget, and records the plan in the manifest. ``profile`` reuses a ``ProfileReport`` of
     this model, and ``calib`` may be a ready ``Calibration``.
+
+    Learned policies (``jei``, ``gate-unit``, ``cost-sensitive``, ``twin``) train their gates
+    on ``calib`` (or take trained ``gates``, an ``eeopt.gates.GateSet``); ``tau`` (cost-sensitive)
+    and ``lam`` (jei) set their cost trade-off. See ``eeopt.gates.compile_learned``.
+
+    ``backend``: ``"onnxruntime"`` (default), ``"aoti"`` (a torch module compiled per stage by
+    AOTInductor for ``device`` "cpu" or "cuda"; ``gate`` "auto", "torch" or "op") or
+    ``"tensorrt"`` (one engine per stage ONNX; ``fp16``). See ``eeopt.backends.aoti`` and
+    ``eeopt.backends.tensorrt``.
     """
+    if backend not in ("onnxruntime", "ort"):
+        return _compile_other_backend(
+            backend, model, out, example_inputs=example_inputs, threshold=threshold,
+            thresholds=thresholds, force=force, threads=threads, verify=verify, policy=policy,
+            planning=calib is not None or budget is not None or gates is not None,
+            progress=progress, device=device, gate=gate, fp16=fp16)
     from eeopt.backends.ort import configure_threads
+    from eeopt.kernels.reference import LEARNED_POLICIES
+
+    if policy in LEARNED_POLICIES or gates is not None or tau is not None or lam is not None:
+        from eeopt.gates import compile_learned
+
+        return compile_learned(
+            model, out, example_inputs=example_inputs, threshold=threshold,
+            thresholds=thresholds, force=force, threads=threads, verify=verify, policy=policy,
+            calib=calib, budget=budget, guarantee=guarantee, plan_batch=plan_batch,
+            progress=progress, profile=profile, margin=margin, gates=gates, tau=tau, lam=lam)
 
     planning = calib is not None or budget is not None
     if planning:
@@ -467,6 +511,36 @@ def compile(  # noqa: A001 - mirrors the CLI verb
                  plan_record=plan_record, source=source)
 
 
+def _compile_other_backend(backend: str, model: Any, out: str | os.PathLike[str], *,
+                           example_inputs: Any, threshold: float | None,
+                           thresholds: Sequence[float] | None, force: bool,
+                           threads: int | None, verify: bool, policy: str, planning: bool,
+                           progress: bool, device: str, gate: str, fp16: bool) -> Any:
+    """``compile`` for ``backend="aoti"`` or ``"tensorrt"``: fixed thresholds only."""
+    if planning:
+        raise UsageError(
+            f"the planner (--calib/--budget) and learned gates run on backend onnxruntime; "
+            f"for backend {backend!r} pass --threshold/--thresholds (e.g. the thresholds an "
+            "onnxruntime plan chose)")
+    check_threshold_values(threshold, thresholds, policy)
+    dest = Path(out)
+    if dest.exists() and not force:
+        raise UsageError(f"{dest} already exists; pass --force (force=True) to replace it")
+    if backend == "aoti":
+        from eeopt.backends.aoti import compile_aoti
+
+        return compile_aoti(model, dest, example_inputs=example_inputs, threshold=threshold,
+                            thresholds=thresholds, policy=policy, device=device, gate=gate,
+                            verify=verify, force=force, threads=threads, progress=progress)
+    if backend == "tensorrt":
+        from eeopt.backends.tensorrt import compile_tensorrt
+
+        return compile_tensorrt(model, dest, example_inputs=example_inputs, threshold=threshold,
+                                thresholds=thresholds, policy=policy, fp16=fp16, force=force,
+                                threads=threads, verify=verify)
+    raise UsageError(f"unknown backend {backend!r}; choose onnxruntime, aoti or tensorrt")
+
+
 def _emit(
     prep: Prepared,
     dest: Path,
@@ -478,12 +552,15 @@ def _emit(
     force: bool = False,
     plan_record: dict[str, Any] | None = None,
     source: dict[str, Any] | None = None,
+    gates: Sequence[Any] | None = None,
+    settings_extra: dict[str, Any] | None = None,
 ) -> Any:
-    """Write an analysed model's program directory (checked thresholds) and load it."""
+    """Write an analysed model's program directory (checked thresholds) and load it.
+    ``gates``: learned gates, one per early exit (learned policies only)."""
     from eeopt.backends.ort import OrtBackend
     from eeopt.runtime import Program, load
 
-    built = _build_stages(prep, thr, policy)
+    built = _build_stages(prep, thr, policy, gates)
     backend = OrtBackend(threads)
     source = source if source is not None else {"outputs": prep.graph.output_names}
     def fill(tmp: Path) -> None:
@@ -507,6 +584,7 @@ def _emit(
                 "thresholds": list(thr),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "onnx_version": onnx.__version__,
+                **(settings_extra or {}),
             },
         )
         save_manifest(manifest, tmp)

@@ -13,6 +13,7 @@ __all__ = [
     "gate_decision",
     "patience_step",
     "check_threshold",
+    "compaction_order",
 ]
 
 #: column order of the gate-feature matrix every implementation returns
@@ -103,3 +104,95 @@ def gate_decision(logits: np.ndarray, threshold: float, policy: str = "maxprob",
     if policy == "margin":
         return f[:, 2] >= t
     raise ValueError(f"unknown gate policy {policy!r}; choose one of {', '.join(POLICIES)}")
+
+
+def compaction_order(decision: np.ndarray) -> tuple[np.ndarray, int]:
+    """The compaction indices a device-side runtime gathers with, from a prefix sum over the
+    decisions: ``order[:count]`` are the rows that stay, ascending; ``order[count:]`` the rows
+    that leave, descending (each leaving row ``i`` goes to ``N - 1 - (leaving rows before i)``).
+    Returns ``(order int64 [N], count)``."""
+    leave = np.asarray(decision, dtype=bool).reshape(-1)
+    stay = ~leave
+    n = leave.shape[0]
+    stay_before = np.cumsum(stay) - stay
+    leave_before = np.cumsum(leave) - leave
+    pos = np.where(stay, stay_before, n - 1 - leave_before)
+    order = np.empty(n, dtype=np.int64)
+    order[pos] = np.arange(n, dtype=np.int64)
+    return order, int(stay.sum())
+
+
+# ---------------------------------------------------------------------------- learned gates
+# The numpy truth for kernels/onnx_learned_gate.py (see eeopt.gates for how they are trained).
+
+#: gate policies whose decision is learned from calibration data: the gate outputs a score in
+#: [0, 1] and fires when score >= T (T in [0, 1]; default 0.5)
+#:   jei             JEI-DNN gate: sigmoid(Linear(4 -> 1)) on the exit's softmax statistics
+#:   gate-unit       CN111445026A: an MLP on the head's pooled input + the softmax statistics
+#:   cost-sensitive  Bolukbasi et al. 2017: a weighted classifier on the softmax statistics
+#:   twin            EP4356304A1 claim 2: stage 0 predicts the target exit from the input;
+#:                   exit k fires when P(target <= k) >= T
+LEARNED_POLICIES = ("jei", "gate-unit", "cost-sensitive", "twin")
+NEVER.update({p: np.inf for p in LEARNED_POLICIES})
+
+
+def logit_gate_features(logits: np.ndarray) -> np.ndarray:
+    """``[N, C]`` logits -> ``[N, 4]`` float32: max probability, entropy, margin, and the
+    entropy of ``p^2 / sum(p^2)`` (JEI-DNN's gate inputs)."""
+    p, logp = _softmax(logits)
+    top2 = np.sort(p, axis=-1)[:, -2:]
+    ent = -(p * logp).sum(axis=-1)
+    s2 = (p * p).sum(axis=-1, keepdims=True)
+    q = p * p / s2
+    ent2 = -(q * (2.0 * logp - np.log(s2))).sum(axis=-1)
+    return np.stack([top2[:, 1], ent, top2[:, 1] - top2[:, 0], ent2], axis=1).astype(np.float32)
+
+
+def pool_features(t: np.ndarray, kernel: int = 0) -> np.ndarray:
+    """A ``[N, C, H, W]`` tensor average-pooled (globally when ``kernel`` is 0, else with a
+    ``kernel`` x ``kernel`` window and stride, trailing rows dropped) and flattened; ``[N, D]``
+    passes through."""
+    t = np.asarray(t, dtype=np.float32)
+    if t.ndim == 2:
+        return t
+    if t.ndim != 4:
+        raise ValueError(f"pool_features takes [N, D] or [N, C, H, W], got shape {t.shape}")
+    if not kernel:
+        return t.mean(axis=(2, 3), dtype=np.float64).astype(np.float32)
+    n, c, h, w = t.shape
+    hh, ww = h // kernel, w // kernel
+    v = t[:, :, : hh * kernel, : ww * kernel].reshape(n, c, hh, kernel, ww, kernel)
+    return v.mean(axis=(3, 5), dtype=np.float64).reshape(n, -1).astype(np.float32)
+
+
+def mlp_forward(x: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+                weights: list[np.ndarray] | tuple[np.ndarray, ...],
+                biases: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
+    """``(x - mean) * inv_std`` through ``Linear -> ReLU -> ... -> Linear`` (pre-activation)."""
+    h = (np.asarray(x, dtype=np.float64) - mean) * inv_std
+    for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        h = h @ np.asarray(w, dtype=np.float64) + b
+        if i < len(weights) - 1:
+            h = np.maximum(h, 0.0)
+    return h
+
+
+def learned_score(x: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+                  weights: list[np.ndarray] | tuple[np.ndarray, ...],
+                  biases: list[np.ndarray] | tuple[np.ndarray, ...]) -> np.ndarray:
+    """``[N]`` float32 score in [0, 1]: the sigmoid of the MLP's one output."""
+    z = mlp_forward(x, mean, inv_std, weights, biases)[:, 0]
+    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+
+
+def twin_route(x: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
+               weights: list[np.ndarray] | tuple[np.ndarray, ...],
+               biases: list[np.ndarray] | tuple[np.ndarray, ...],
+               columns: tuple[int, ...] | list[int]) -> np.ndarray:
+    """``[N, len(columns)]`` float32: the twin's ``P(target exit <= c)`` for each column c."""
+    z = mlp_forward(x, mean, inv_std, weights, biases)
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    cum = np.cumsum(p, axis=1)
+    return cum[:, list(columns)].astype(np.float32)

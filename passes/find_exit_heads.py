@@ -86,12 +86,14 @@ def _branch_point(graph: ModelGraph, head: ExitHead) -> int:
 
 
 def _check_order(graph: ModelGraph, heads: list[ExitHead]) -> None:
-    """Exits must be listed earliest first: each branches off no later than the next one."""
-    points = [_branch_point(graph, h) for h in heads]
-    for k in range(len(heads) - 1):
-        if points[k] > points[k + 1]:
+    """Exits must be listed earliest first: each branches off no later than the next one.
+    A head that reads only graph inputs (a separate network, as in a cascade) branches off
+    nothing and may stand anywhere."""
+    points = [(k, p) for k, h in enumerate(heads) if (p := _branch_point(graph, h)) >= 0]
+    for (i, pi), (j, pj) in zip(points, points[1:], strict=False):
+        if pi > pj:
             raise UnsupportedModelError(
-                f"exit {heads[k + 1].output!r} branches off the backbone before "
-                f"{heads[k].output!r}: list the outputs earliest exit first and the final "
+                f"exit {heads[j].output!r} branches off the backbone before "
+                f"{heads[i].output!r}: list the outputs earliest exit first and the final "
                 "classifier last"
             )

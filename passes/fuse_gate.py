@@ -10,6 +10,7 @@ int64 ``[N]`` tensors the runtime carries like any other.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 from onnx import helper
 
@@ -17,6 +18,7 @@ from eeopt.capture import BATCH
 from eeopt.errors import PreconditionError
 from eeopt.graph import ModelGraph
 from eeopt.kernels.onnx_gate import GateSubgraph, build_gate
+from eeopt.kernels.onnx_learned_gate import LearnedGate, LearnedSubgraph, build_learned_gate
 from eeopt.kernels.reference import GATE_FEATURES
 from eeopt.passes._infra import Pass, PassResult
 
@@ -34,13 +36,16 @@ def gate_prefix(stage: int) -> str:
 
 class FuseGate(Pass):
     def __init__(self, logits: str, policy: str = "maxprob", *, stage: int = 0,
-                 prev_state: tuple[str, str] | None = None, features: bool = False) -> None:
+                 prev_state: tuple[str, str] | None = None, features: bool = False,
+                 learned: LearnedGate | None = None) -> None:
+        self.learned = learned  # a learned gate (eeopt.gates) instead of the fixed policy
+        self.stage = stage
         self.logits = logits
         self.features = features
         self.policy = policy
         self.prefix = gate_prefix(stage)
         self.prev_state = prev_state
-        self.gate: GateSubgraph | None = None
+        self.gate: GateSubgraph | LearnedSubgraph | None = None
 
     def _made(self, graph: ModelGraph) -> set[str]:
         names = set(graph.initializer_names)
@@ -61,6 +66,8 @@ class FuseGate(Pass):
             )
 
     def call(self, graph: ModelGraph) -> PassResult:
+        if self.learned is not None:
+            return self._call_learned(graph, self.learned)
         gate = build_gate(self.logits, THRESHOLD_INPUT, opset=graph.opset, prefix=self.prefix,
                           policy=self.policy, prev_state=self.prev_state,
                           features=self.features)
@@ -82,6 +89,39 @@ class FuseGate(Pass):
             g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [BATCH]))
         return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes),
                                                     "policy": self.policy})
+
+    def _call_learned(self, graph: ModelGraph, learned: LearnedGate) -> PassResult:
+        """A learned gate: its MLP's weights become initializers; its carried state (the
+        twin's route) may be float, with the shapes the subgraph declares."""
+        have = self._made(graph) | {i.name for i in graph.graph.input}
+        if learned.tensor is not None and learned.tensor not in have:
+            raise PreconditionError(
+                f"the {learned.policy} gate of stage {self.stage} reads {learned.tensor!r}, "
+                "which this stage neither computes nor receives; retrain the gates for this "
+                "model (or choose another --policy)")
+        prev = gate_prefix(self.stage - 1) if self.stage > 0 else None
+        gate = build_learned_gate(learned, self.logits, THRESHOLD_INPUT, opset=graph.opset,
+                                  prefix=self.prefix, prev_prefix=prev)
+        self.gate = gate
+        model = onnx.ModelProto()
+        model.CopyFrom(graph.model)
+        g = model.graph
+        g.node.extend(gate.nodes)
+        g.initializer.extend(gate.initializers)
+        g.input.append(helper.make_tensor_value_info(THRESHOLD_INPUT, onnx.TensorProto.FLOAT, []))
+
+        def info(name: str) -> onnx.ValueInfoProto:
+            dtype, shape = gate.state_types.get(name, ("int64", (BATCH,)))
+            elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+            return helper.make_tensor_value_info(name, elem, [BATCH if d == "batch" else d
+                                                              for d in shape])
+
+        g.input.extend(info(n) for n in gate.state_inputs)
+        g.output.append(helper.make_tensor_value_info(gate.decision, onnx.TensorProto.BOOL,
+                                                      [BATCH]))
+        g.output.extend(info(n) for n in gate.state_outputs)
+        return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes),
+                                                    "policy": learned.policy})
 
     def ensures(self, graph: ModelGraph) -> None:
         outs = set(graph.output_names)

@@ -52,6 +52,14 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
         f"| predicted vs measured ms/row @64 | {l64['predicted_program_ms_per_row']:.4f} | "
         f"{l64['measured_program_ms_per_row']:.4f} | {100 * l64['prediction_error']:+.1f}% |",
         "",
+        "Predicted = the profile's cost model times the measured exit mix, scaled by how fast "
+        "the plain network runs now against its profiled time (machine speed factor "
+        f"{l1['machine_speed_factor']:.3f} @1, {l64['machine_speed_factor']:.3f} @64; unscaled "
+        f"error {100 * l1['prediction_error_unscaled']:+.1f}% @1, "
+        f"{100 * l64['prediction_error_unscaled']:+.1f}% @64). Batch-1 blocks are 200 calls "
+        "long: a block's first call, right after the other model ran, costs about 2.5x a warm "
+        "one.",
+        "",
         "Exit fractions: " + ", ".join(f"{o} {f:.1%}" for o, f in
                                        zip(res["kept_outputs"], res["exit_fractions"],
                                            strict=True)),

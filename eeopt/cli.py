@@ -547,7 +547,8 @@ def print_bench(res: dict) -> None:  # type: ignore[type-arg]
                          f"{lat['program_rows_per_s']:,.0f}/s", f"{lat['speedup_mean']:.2f}x"])
         rows.append([f"  ideal @{b} (profile)", "", "", f"{lat['ideal_speedup']:.2f}x"])
         rows.append([f"  efficiency @{b}", "", "", f"{lat['efficiency']:.2f}"])
-        rows.append([f"  predicted vs measured @{b}",
+        speed = lat.get("machine_speed_factor", 1.0)
+        rows.append([f"  predicted vs measured @{b} (speed x{speed:.2f})",
                      f"{lat['predicted_program_ms_per_row']:.4f} ms/row",
                      f"{lat['measured_program_ms_per_row']:.4f} ms/row",
                      f"{100 * lat['prediction_error']:+.1f}%"])

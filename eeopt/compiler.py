@@ -318,8 +318,8 @@ def _measure_corrections(prep: Prepared, sub: Prepared, plan: Any, report: Any,
         clock = time.perf_counter
         # blocks of program calls alternate with blocks of plain-network calls on the same
         # rows: the plain network, also in the profile, tells how fast the machine is now
-        for start in range(0, n, 50):
-            block = range(start, min(start + 50, n))
+        for start in range(0, n, 200):  # long blocks: a block's first call pays a cold cache
+            block = range(start, min(start + 200, n))
             for i in block:
                 t0 = clock()
                 res = prog.run(rows[i])

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--lambda", dest="lam", type=float, default=None, metavar="LAMBDA",
                    help="jei policy: the oracle's trade-off argmin CE + LAMBDA * MACs fraction "
                    "(default 0.3)")
+    c.add_argument("--gates", metavar="GATES.npz",
+                   help="learned policies: gates trained elsewhere (eeopt train --objective jei "
+                   "writes DIR/gates.npz; eeopt.gates.GateSet.save) instead of training them on "
+                   "--calib; with --budget the planner tunes their thresholds on every --calib row")
     c.add_argument("--example-inputs", metavar="X.npz",
                    help="sample inputs (one array per input name) used to verify the "
                    "compile; needed when random inputs do not suit the model")
@@ -267,6 +271,14 @@ def _atomic_savez(path: str, **arrays: np.ndarray) -> None:
             os.unlink(tmp)
 
 
+def _thresholds_and_planner(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``eeopt.compile`` keywords that `compile` and `cascade` share."""
+    return {"threshold": args.threshold, "thresholds": args.thresholds, "force": args.force,
+            "threads": args.threads, "verify": not args.no_verify, "policy": args.policy,
+            "calib": args.calib, "budget": args.budget, "guarantee": args.guarantee,
+            "plan_batch": args.plan_batch, "margin": args.margin, "progress": True}
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
     import eeopt
 
@@ -274,24 +286,25 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if args.example_inputs:
         ex = _load_arrays(args.example_inputs)
         example = ex if isinstance(ex, dict) else (ex,)
+    gates = None
+    if getattr(args, "gates", None):
+        from eeopt.gates import LEARNED_POLICIES, GateSet
+
+        if args.policy not in LEARNED_POLICIES:
+            raise UsageError(f"--gates applies to the learned policies "
+                             f"({', '.join(LEARNED_POLICIES)}), not --policy {args.policy}")
+        if args.lam is not None or args.tau is not None:
+            raise UsageError("--lambda/--tau set how gates are trained; with --gates they are "
+                             "trained already: drop --lambda/--tau")
+        gates = GateSet.load(args.gates)
     program = eeopt.compile(
         args.model,
         args.out,
         example_inputs=example,
-        threshold=args.threshold,
-        thresholds=args.thresholds,
-        force=args.force,
-        threads=args.threads,
-        verify=not args.no_verify,
-        policy=args.policy,
-        calib=args.calib,
-        budget=args.budget,
-        guarantee=args.guarantee,
-        plan_batch=args.plan_batch,
-        margin=args.margin,
-        progress=True,
+        **_thresholds_and_planner(args),
         tau=args.tau,
         lam=args.lam,
+        **({"gates": gates} if gates is not None else {}),
         **({"backend": args.backend, "fp16": args.fp16} if args.backend != "onnxruntime"
            else {}),
     )
@@ -312,18 +325,7 @@ def cmd_cascade(args: argparse.Namespace) -> int:
         args.models,
         args.out,
         save_merged=args.save_merged,
-        threshold=args.threshold,
-        thresholds=args.thresholds,
-        force=args.force,
-        threads=args.threads,
-        verify=not args.no_verify,
-        policy=args.policy,
-        calib=args.calib,
-        budget=args.budget,
-        guarantee=args.guarantee,
-        plan_batch=args.plan_batch,
-        margin=args.margin,
-        progress=True,
+        **_thresholds_and_planner(args),
     )
     thr = ", ".join(f"{t:g}" for t in program.thresholds)
     exits = ", ".join(s.exit_output for s in program.manifest.stages)

@@ -140,6 +140,8 @@ def compile_learned(
     prep = prepare(model, example_inputs=example_inputs)
     outputs = prep.graph.output_names
     k = len(outputs)
+    if gates is not None and gates.num_exits != k:
+        raise UsageError(f"the gates were trained for {gates.num_exits} exits; the model has {k}")
     source: dict[str, Any] = {"outputs": outputs}
     if isinstance(model, (str, os.PathLike)):
         source["file"] = os.fspath(model)

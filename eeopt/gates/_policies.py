@@ -8,7 +8,9 @@ a row leaving at exit ``k``. The formulas are in ``docs/gating.md``.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,8 @@ DEFAULT_LAMBDA = 0.3
 #: Bolukbasi et al.'s price of time, in 0/1-loss units per whole-model time
 DEFAULT_TAU = 0.2
 STEPS = 300
+#: the ``format`` field of a saved GateSet (``GateSet.save``)
+GATESET_FORMAT = "eeopt-gates/1"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,57 @@ class GateSet:
     def describe(self) -> dict[str, Any]:
         return {"policy": self.policy, "gates": [m.to_dict() for m in self.mlps],
                 "sources": list(self.sources), **self.info}
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the gates to an ``.npz`` (arrays plus a JSON header; ``GateSet.load`` reads
+        it back, no pickle)."""
+        arrays: dict[str, np.ndarray] = {}
+        for i, m in enumerate(self.mlps):
+            arrays[f"mlp{i}_mean"] = np.asarray(m.mean, dtype=np.float32)
+            arrays[f"mlp{i}_inv_std"] = np.asarray(m.inv_std, dtype=np.float32)
+            for j, (w, b) in enumerate(zip(m.weights, m.biases, strict=True)):
+                arrays[f"mlp{i}_w{j}"] = np.asarray(w, dtype=np.float32)
+                arrays[f"mlp{i}_b{j}"] = np.asarray(b, dtype=np.float32)
+        header = {"format": GATESET_FORMAT, "policy": self.policy, "num_exits": self.num_exits,
+                  "layers": [len(m.weights) for m in self.mlps], "sources": list(self.sources),
+                  "tensor_names": list(self.tensor_names),
+                  "tensor_ranks": list(self.tensor_ranks), "route_input": self.route_input,
+                  "route_pool": self.route_pool, "route_rank": self.route_rank,
+                  "route_shape": list(self.route_shape), "info": self.info}
+        arrays["header"] = np.frombuffer(json.dumps(header, default=float).encode(), np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> GateSet:
+        """Read gates written by ``save``; a missing or malformed file raises ``UsageError``."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                if header.get("format") != GATESET_FORMAT:
+                    raise ValueError(f"not an eeopt gate file (format {header.get('format')!r})")
+                mlps = tuple(MLPParams(
+                    mean=z[f"mlp{i}_mean"], inv_std=z[f"mlp{i}_inv_std"],
+                    weights=tuple(z[f"mlp{i}_w{j}"] for j in range(n)),
+                    biases=tuple(z[f"mlp{i}_b{j}"] for j in range(n)))
+                    for i, n in enumerate(header["layers"]))
+                gs = cls(str(header["policy"]), mlps, tuple(header["sources"]),
+                         tuple(header["tensor_names"]), tuple(int(r) for r in
+                                                              header["tensor_ranks"]),
+                         int(header["num_exits"]), header["route_input"],
+                         int(header["route_pool"]), int(header["route_rank"]),
+                         dict(header["info"]), tuple(int(d) for d in header["route_shape"]))
+        except FileNotFoundError:
+            raise UsageError(f"gate file {os.fspath(path)} not found") from None
+        except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"gate file {os.fspath(path)} is not a valid eeopt gate file "
+                             f"(.npz from GateSet.save / eeopt train --objective jei): "
+                             f"{type(exc).__name__}: {exc}") from None
+        want = 1 if gs.policy == "twin" else gs.num_exits - 1
+        if len(gs.mlps) != want or len(gs.sources) != len(gs.mlps):
+            raise UsageError(f"gate file {os.fspath(path)} is malformed: {len(gs.mlps)} gates "
+                             f"for {gs.num_exits} exits")
+        return gs
 
 
 def _ce(z: np.ndarray, y: np.ndarray) -> np.ndarray:

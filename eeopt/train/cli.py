@@ -30,7 +30,7 @@ __all__ = ["add_parser", "run"]
 logger = logging.getLogger(__name__)
 
 _ARCHS = ("demo-cnn", "efficientnet-lite0")
-_OBJECTIVES = ("ce", "distill", "weighted-entropy", "consistency")
+_OBJECTIVES = ("ce", "distill", "weighted-entropy", "consistency", "jei")
 
 
 def _setting(text: str) -> tuple[str, float]:
@@ -53,7 +53,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "DIR/checkpoint.pt, DIR/model.onnx (ready for `eeopt compile`) and DIR/metrics.json. "
         "Objectives: ce (per-exit cross-entropy), distill (self-distillation from the final "
         "exit), weighted-entropy (adaptive off-ramps, trained ramp by ramp), consistency "
-        "(clean vs perturbed agreement). See docs/training.md.",
+        "(clean vs perturbed agreement), jei (JEI-DNN: the committed DemoCNN's heads and "
+        "one gate per early exit trained in turn on the frozen backbone; also writes "
+        "DIR/gates.npz for `eeopt compile --policy jei --gates`). See docs/training.md.",
     )
     t.add_argument("--data", default="fashion-mnist", metavar="NAME",
                    help="data set: its train split trains, val validates (default fashion-mnist)")
@@ -68,9 +70,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--limit", type=_positive_int, default=None, metavar="N",
                    help="train on a seeded random subset of N images")
     t.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
-    t.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (default 0.05)")
-    t.add_argument("--batch-size", type=_positive_int, default=128, metavar="N",
-                   help="training batch size (default 128)")
+    t.add_argument("--lr", type=float, default=None,
+                   help="peak SGD learning rate (default 0.05; jei: 0.01)")
+    t.add_argument("--batch-size", type=_positive_int, default=None, metavar="N",
+                   help="training batch size (default 128; jei: 64)")
     t.add_argument("--freeze-backbone", action="store_true",
                    help="train only the exit heads and the final classifier")
     t.add_argument("--image-size", type=_positive_int, default=64, metavar="PX",
@@ -82,6 +85,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive_int, default=2, metavar="N",
                    help="torch CPU threads (default 2)")
     t.add_argument("--force", action="store_true", help="replace DIR if it exists")
+    t.add_argument("--lambda", dest="lam", type=float, default=None, metavar="LAMBDA",
+                   help="jei: the oracle exit argmin CE + LAMBDA * MACs fraction (default 0.3)")
+    t.add_argument("--alternate", type=_positive_int, default=None, metavar="K",
+                   help="jei: switch between the head and gate phases every K batches "
+                   "(default 200)")
     return t  # type: ignore[no-any-return]
 
 
@@ -93,6 +101,13 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--data {args.data!r} is not a shipped data set: use one of "
                          + ", ".join(DATASETS))
     args.data = name
+    if args.lr is None:
+        args.lr = 0.01 if args.objective == "jei" else 0.05
+    if args.batch_size is None:
+        args.batch_size = 64 if args.objective == "jei" else 128
+    if args.objective != "jei" and (getattr(args, "lam", None) is not None
+                                    or getattr(args, "alternate", None) is not None):
+        raise UsageError("--lambda and --alternate apply to --objective jei")
     if not args.lr > 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
     out = Path(args.out)
@@ -136,12 +151,20 @@ def _command(args: argparse.Namespace) -> str:
         parts.append("--freeze-backbone")
     for key, value in args.settings:
         parts += ["--set", f"{key}={value:g}"]
+    if getattr(args, "lam", None) is not None:
+        parts += ["--lambda", f"{args.lam:g}"]
+    if getattr(args, "alternate", None) is not None:
+        parts += ["--alternate", str(args.alternate)]
     return shlex.join(parts)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``eeopt train``; returns the exit status."""
     _check(args)
+    if args.objective == "jei":
+        from eeopt.train._jei import run_cli
+
+        return run_cli(args)
     import onnx
     import torch
 

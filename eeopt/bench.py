@@ -139,21 +139,56 @@ def _plain_model_path(manifest: object, model: str | None) -> str:
     return str(path)
 
 
+@dataclass(frozen=True)
+class _PlannedCosts:
+    """The plan's own cost model (manifest ``plan.cost_model``), as ``stage_cost``."""
+
+    plain: Any
+    stages: dict[tuple[int, int], Any]
+
+    @classmethod
+    def of(cls, plan: dict[str, Any], kept: list[int]) -> _PlannedCosts | None:
+        from eeopt.profile import CostFit
+
+        cm = plan.get("cost_model")
+        if not cm or len(cm.get("stages", [])) != len(kept):
+            return None
+        prevs = [-1, *kept[:-1]]
+        return cls(CostFit.from_dict(cm["plain"]),
+                   {(p, k): CostFit.from_dict(d)
+                    for p, k, d in zip(prevs, kept, cm["stages"], strict=True)})
+
+    def stage_cost(self, prev: int, exit: int) -> Any:
+        return self.stages[(prev, exit)]
+
+
 def _ideal_and_predicted(profile: Any, kept: list[int], fractions: np.ndarray,
                          batch: int, predict_with: Any = None) -> tuple[float, float]:
     """Expected ms per row from the profile and a measured exit distribution: ideal (bare,
     warm stage calls) and predicted (with the runtime's own cost, and the plan's closed-loop
-    corrections when ``predict_with`` carries them)."""
+    corrections when ``predict_with`` carries them).
+
+    A call of ``batch`` rows runs the first stage on every row; a later stage runs once, on the
+    rows still there, if any is: with ``reach`` the fraction of rows that get that far, it
+    costs ``fixed * P(any row reaches it) + per_row * batch * reach`` per batch. (At batch 1
+    that is ``reach * cost(1)``.)"""
     predict_with = predict_with or profile
-    pred = ideal = 0.0
-    paid_p = paid_i = 0.0
-    prev = -1
     rt = profile.runtime
-    for f, k in zip(fractions, kept, strict=True):
-        paid_p += predict_with.stage_cost(prev, k).per_row(batch)
-        paid_i += profile.stage_cost(prev, k).per_row(batch) - rt.per_row(batch)
-        pred += f * paid_p
-        ideal += f * paid_i
+
+    def expected(cost: Any, reach: float) -> float:
+        if batch == 1:
+            return reach * cost.at(1)
+        if reach >= 1.0:
+            return cost.at(batch) / batch
+        called = 1.0 - (1.0 - reach) ** batch
+        return (cost.fixed_ms * called + cost.per_row_ms * batch * reach) / batch
+
+    pred = ideal = 0.0
+    prev = -1
+    for g, k in enumerate(kept):
+        reach = float(np.sum(fractions[g:])) if g else 1.0
+        pred += expected(predict_with.stage_cost(prev, k), reach)
+        ideal += expected(profile.stage_cost(prev, k) - rt, reach)
         prev = k
     return ideal, pred
 
@@ -218,11 +253,16 @@ def run_bench(
 
     profile = profile_model(src, threads=threads, progress=progress)
     plan = program.manifest.plan or {}
-    corr = plan.get("cost_corrections_ms") or []
-    predict_with = (replace(profile, corrections_ms=tuple(corr))
-                    if len(corr) == profile.num_exits else profile)
     outputs = graph.output_names
     kept = [outputs.index(s.exit_output) for s in program.manifest.stages]
+    # predicted: the cost model the plan was priced with, when the manifest has it (a fresh
+    # profile re-measures every stage, and its noise would not match the plan's corrections)
+    predict_with: Any = _PlannedCosts.of(plan, kept)
+    plain_model = predict_with.plain if predict_with is not None else profile.plain
+    if predict_with is None:
+        corr = plan.get("cost_corrections_ms") or []
+        predict_with = (replace(profile, corrections_ms=tuple(corr))
+                        if len(corr) == profile.num_exits else profile)
     comps = {}
     for b in batches:
         comps[b] = (compare_batch1(run_plain, run_program, feeds) if b == 1 else
@@ -232,9 +272,10 @@ def run_bench(
         ideal_ms, pred_ms = _ideal_and_predicted(profile, kept, fractions, b, predict_with)
         plain_prof = profile.plain.per_row(b)
         measured_row_ms = c.program.mean_ms / b
-        # the profile ran minutes earlier, and this machine's speed drifts by ~10% over that:
-        # the prediction is scaled by how fast the plain network (in the profile too) runs now
-        speed = (c.plain.mean_ms / b) / plain_prof
+        # the cost model was measured minutes earlier, and this machine's speed drifts by ~10%
+        # over that: the prediction is scaled by how fast the plain network (in the cost model
+        # too) runs now
+        speed = (c.plain.mean_ms / b) / plain_model.per_row(b)
         latency[str(b)] = {
             **c.to_dict(),
             "predicted_program_ms_per_row": pred_ms * speed,

@@ -401,6 +401,13 @@ def _plan(
     record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
     record["profile_threads"] = report.threads
     record["cost_corrections_ms"] = list(corrections)
+    # the cost model the plan was priced with (profile + closed-loop corrections), per kept
+    # stage: what `eeopt bench` compares its measurements against
+    stage_costs, prev = [], -1
+    for k in plan.kept:
+        stage_costs.append(report.stage_cost(prev, k).to_dict())
+        prev = k
+    record["cost_model"] = {"plain": report.plain.to_dict(), "stages": stage_costs}
     if policy != "patience":
         record["exit_benefit"] = exit_benefit(cal, report, budget_pp=budget, policy=policy,
                                               batch=batch)

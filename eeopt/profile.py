@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -119,6 +120,15 @@ class CostFit:
     def per_row(self, batch: float) -> float:
         """ms per row when calls carry ``batch`` rows."""
         return self.at(batch) / batch
+
+    def to_dict(self) -> dict[str, object]:
+        return {"fixed_ms": self.fixed_ms, "per_row_ms": self.per_row_ms,
+                "samples": {str(b): t for b, t in self.samples.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CostFit:
+        return cls(float(d["fixed_ms"]), float(d["per_row_ms"]),
+                   {int(b): float(t) for b, t in d.get("samples", {}).items()})
 
     @classmethod
     def fit(cls, samples: dict[int, float]) -> CostFit:

@@ -47,6 +47,9 @@ def test_compile_with_planner_then_inspect(setup: dict[str, Path]) -> None:
     plan = man["plan"]
     assert plan["budget_pp"] == 2.0 and plan["kept_outputs"][-1] == "exit3"
     assert len(man["stages"]) == len(plan["kept_outputs"])
+    # the cost model the plan was priced with, one stage per kept exit, for `eeopt bench`
+    assert len(plan["cost_model"]["stages"]) == len(plan["kept_outputs"])
+    assert plan["cost_model"]["plain"]["samples"]["1"] > 0
     assert plan["predicted_loss_pp"] <= 2.0 + 1e-9
     assert [s["gate"]["threshold"] for s in man["stages"][:-1]] == pytest.approx(
         plan["thresholds"])

@@ -52,8 +52,9 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
         f"| predicted vs measured ms/row @64 | {l64['predicted_program_ms_per_row']:.4f} | "
         f"{l64['measured_program_ms_per_row']:.4f} | {100 * l64['prediction_error']:+.1f}% |",
         "",
-        "Predicted = the profile's cost model times the measured exit mix, scaled by how fast "
-        "the plain network runs now against its profiled time (machine speed factor "
+        "Predicted = the cost model the plan was priced with (the compile's profile plus its "
+        "closed-loop corrections, kept in the manifest) times the measured exit mix, scaled by "
+        "how fast the plain network runs now against its time in that model (speed factor "
         f"{l1['machine_speed_factor']:.3f} @1, {l64['machine_speed_factor']:.3f} @64; unscaled "
         f"error {100 * l1['prediction_error_unscaled']:+.1f}% @1, "
         f"{100 * l64['prediction_error_unscaled']:+.1f}% @64). Batch-1 blocks are 200 calls "

@@ -194,3 +194,23 @@ def test_single_input_checks(single_input: eeopt.Program) -> None:
         single_input.run(x[0])  # the batch axis dropped
     with pytest.raises(DataError):
         single_input.run(np.float32(1.0))  # type: ignore[arg-type]
+
+
+def test_fast_run_falls_back_to_the_public_run() -> None:
+    """Without ONNX Runtime's ``_sess`` binding, stage calls use ``InferenceSession.run``,
+    which takes the same arguments."""
+    from eeopt.backends.ort import fast_run
+
+    class Public:
+        def run(self, fetch, feeds, options=None):  # type: ignore[no-untyped-def]
+            return ["public", fetch, feeds, options]
+
+    class Bound(Public):
+        class _Binding:
+            def run(self, fetch, feeds, options):  # type: ignore[no-untyped-def]
+                return ["binding", fetch, feeds, options]
+
+        _sess = _Binding()
+
+    assert fast_run(Public())(["y"], {"x": 1}, None)[0] == "public"
+    assert fast_run(Bound())(["y"], {"x": 1}, None)[0] == "binding"

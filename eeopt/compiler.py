@@ -220,10 +220,8 @@ def _build_stages(
             assert fuse.gate is not None
             gate = GateSpec(policy, float(thresholds[cut.index]),
                             GATE_FEATURES if fuse.gate.features else ())
-            types = getattr(fuse.gate, "state_types", {})  # learned gates: float state too
-
-            def state_spec(n: str, types: dict[str, Any] = types) -> TensorSpec:
-                dtype, shape = types.get(n, ("int64", ("batch",)))
+            def state_spec(n: str, gate: Any = fuse.gate) -> TensorSpec:
+                dtype, shape = gate.state_type(n)  # patience: int64; the twin's route: float
                 return TensorSpec(n, dtype, tuple(BATCH if d == "batch" else d for d in shape),
                                   0)
 

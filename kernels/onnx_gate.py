@@ -10,7 +10,7 @@ without a recompile. The patience policy also reads the previous exit's argmax a
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,12 +31,18 @@ class GateSubgraph:
     nodes: tuple[onnx.NodeProto, ...]
     initializers: tuple[onnx.TensorProto, ...]
     decision: str
-    features: str | None
+    features: str | None = None
     """The ``[N, 3]`` features output, when asked for (``features=True``)."""
     state_inputs: tuple[str, ...] = ()
     """Carried state the gate reads (patience: previous argmax, streak), int64 [N]."""
     state_outputs: tuple[str, ...] = ()
-    """Carried state the gate writes for the next exit, int64 [N]."""
+    """Carried state the gate writes for the next exit."""
+    state_types: dict[str, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
+    """Carried tensor name -> (numpy dtype name, shape with the batch as ``"batch"``); a name
+    not listed is int64 ``[batch]`` (the patience policy's argmax and streak)."""
+
+    def state_type(self, name: str) -> tuple[str, tuple[Any, ...]]:
+        return self.state_types.get(name, ("int64", ("batch",)))
 
 
 def build_gate(

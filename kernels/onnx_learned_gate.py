@@ -29,8 +29,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eeopt.errors import UnsupportedModelError
+from eeopt.kernels.onnx_gate import GateSubgraph
 
-__all__ = ["MLPParams", "LearnedGate", "LearnedSubgraph", "build_learned_gate", "SOURCES"]
+__all__ = ["MLPParams", "LearnedGate", "build_learned_gate", "SOURCES"]
 
 SOURCES = ("logits", "tensor+logits", "route")
 MIN_OPSET = 13
@@ -79,18 +80,6 @@ class LearnedGate:
     columns: tuple[int, ...] = ()
     column: int = 0
     meta: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class LearnedSubgraph:
-    nodes: tuple[onnx.NodeProto, ...]
-    initializers: tuple[onnx.TensorProto, ...]
-    decision: str
-    features: str | None = None
-    state_inputs: tuple[str, ...] = ()
-    state_outputs: tuple[str, ...] = ()
-    state_types: dict[str, tuple[str, tuple[Any, ...]]] = field(default_factory=dict)
-    """Carried tensor name -> (numpy dtype name, shape with the batch as ``"batch"``)."""
 
 
 class _B:
@@ -188,7 +177,7 @@ def _pool_tensor(b: _B, tensor: str, rank: int) -> str:
 
 
 def build_learned_gate(gate: LearnedGate, logits: str, threshold: str, *, opset: int,
-                       prefix: str, prev_prefix: str | None) -> LearnedSubgraph:
+                       prefix: str, prev_prefix: str | None) -> GateSubgraph:
     """Nodes that turn the stage's tensors into ``{prefix}/decision`` for ``gate``."""
     if opset < MIN_OPSET:
         raise UnsupportedModelError(
@@ -233,8 +222,8 @@ def build_learned_gate(gate: LearnedGate, logits: str, threshold: str, *, opset:
         score = b.add("Reshape", [score, shape], "score")
         b.add("GreaterOrEqual", [score, threshold], decision)
         types = {t: ("float32", ("batch", k)) for t in (*state_in, route)}
-        return LearnedSubgraph(tuple(b.nodes), tuple(b.inits), decision, None, state_in,
-                               (route,), types)
+        return GateSubgraph(tuple(b.nodes), tuple(b.inits), decision, None, state_in,
+                            (route,), types)
     assert gate.mlp is not None
     feats = _logit_features(b, logits)
     pre = LOGIT_MAP
@@ -251,4 +240,4 @@ def build_learned_gate(gate: LearnedGate, logits: str, threshold: str, *, opset:
     shape = b.const("flat_shape", np.array([-1], dtype=np.int64))
     score = b.add("Reshape", [prob, shape], "score")
     b.add("GreaterOrEqual", [score, threshold], decision)
-    return LearnedSubgraph(tuple(b.nodes), tuple(b.inits), decision)
+    return GateSubgraph(tuple(b.nodes), tuple(b.inits), decision)

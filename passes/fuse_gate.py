@@ -18,7 +18,7 @@ from eeopt.capture import BATCH
 from eeopt.errors import PreconditionError
 from eeopt.graph import ModelGraph
 from eeopt.kernels.onnx_gate import GateSubgraph, build_gate
-from eeopt.kernels.onnx_learned_gate import LearnedGate, LearnedSubgraph, build_learned_gate
+from eeopt.kernels.onnx_learned_gate import LearnedGate, build_learned_gate
 from eeopt.kernels.reference import GATE_FEATURES
 from eeopt.passes._infra import Pass, PassResult
 
@@ -45,7 +45,7 @@ class FuseGate(Pass):
         self.policy = policy
         self.prefix = gate_prefix(stage)
         self.prev_state = prev_state
-        self.gate: GateSubgraph | LearnedSubgraph | None = None
+        self.gate: GateSubgraph | None = None
 
     def _made(self, graph: ModelGraph) -> set[str]:
         names = set(graph.initializer_names)
@@ -66,42 +66,23 @@ class FuseGate(Pass):
             )
 
     def call(self, graph: ModelGraph) -> PassResult:
-        if self.learned is not None:
-            return self._call_learned(graph, self.learned)
-        gate = build_gate(self.logits, THRESHOLD_INPUT, opset=graph.opset, prefix=self.prefix,
-                          policy=self.policy, prev_state=self.prev_state,
-                          features=self.features)
-        self.gate = gate
-        model = onnx.ModelProto()
-        model.CopyFrom(graph.model)
-        g = model.graph
-        g.node.extend(gate.nodes)
-        g.initializer.extend(gate.initializers)
-        g.input.append(helper.make_tensor_value_info(THRESHOLD_INPUT, onnx.TensorProto.FLOAT, []))
-        for name in gate.state_inputs:
-            g.input.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [BATCH]))
-        g.output.append(helper.make_tensor_value_info(gate.decision, onnx.TensorProto.BOOL,
-                                                      [BATCH]))
-        if gate.features is not None:
-            g.output.append(helper.make_tensor_value_info(
-                gate.features, onnx.TensorProto.FLOAT, [BATCH, len(GATE_FEATURES)]))
-        for name in gate.state_outputs:
-            g.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.INT64, [BATCH]))
-        return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes),
-                                                    "policy": self.policy})
-
-    def _call_learned(self, graph: ModelGraph, learned: LearnedGate) -> PassResult:
-        """A learned gate: its MLP's weights become initializers; its carried state (the
-        twin's route) may be float, with the shapes the subgraph declares."""
-        have = self._made(graph) | {i.name for i in graph.graph.input}
-        if learned.tensor is not None and learned.tensor not in have:
-            raise PreconditionError(
-                f"the {learned.policy} gate of stage {self.stage} reads {learned.tensor!r}, "
-                "which this stage neither computes nor receives; retrain the gates for this "
-                "model (or choose another --policy)")
-        prev = gate_prefix(self.stage - 1) if self.stage > 0 else None
-        gate = build_learned_gate(learned, self.logits, THRESHOLD_INPUT, opset=graph.opset,
-                                  prefix=self.prefix, prev_prefix=prev)
+        if self.learned is None:
+            gate = build_gate(self.logits, THRESHOLD_INPUT, opset=graph.opset,
+                              prefix=self.prefix, policy=self.policy,
+                              prev_state=self.prev_state, features=self.features)
+            policy = self.policy
+        else:  # a learned gate: its network's weights become initializers
+            learned = self.learned
+            have = self._made(graph) | {i.name for i in graph.graph.input}
+            if learned.tensor is not None and learned.tensor not in have:
+                raise PreconditionError(
+                    f"the {learned.policy} gate of stage {self.stage} reads "
+                    f"{learned.tensor!r}, which this stage neither computes nor receives; "
+                    "retrain the gates for this model (or choose another --policy)")
+            prev = gate_prefix(self.stage - 1) if self.stage > 0 else None
+            gate = build_learned_gate(learned, self.logits, THRESHOLD_INPUT, opset=graph.opset,
+                                      prefix=self.prefix, prev_prefix=prev)
+            policy = learned.policy
         self.gate = gate
         model = onnx.ModelProto()
         model.CopyFrom(graph.model)
@@ -111,17 +92,22 @@ class FuseGate(Pass):
         g.input.append(helper.make_tensor_value_info(THRESHOLD_INPUT, onnx.TensorProto.FLOAT, []))
 
         def info(name: str) -> onnx.ValueInfoProto:
-            dtype, shape = gate.state_types.get(name, ("int64", (BATCH,)))
-            elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+            """Carried gate state, typed as the subgraph declares (patience: int64 [N];
+            the twin's route: float [N, K])."""
+            dtype, shape = gate.state_type(name)
+            elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
             return helper.make_tensor_value_info(name, elem, [BATCH if d == "batch" else d
                                                               for d in shape])
 
         g.input.extend(info(n) for n in gate.state_inputs)
         g.output.append(helper.make_tensor_value_info(gate.decision, onnx.TensorProto.BOOL,
                                                       [BATCH]))
+        if gate.features is not None:
+            g.output.append(helper.make_tensor_value_info(
+                gate.features, onnx.TensorProto.FLOAT, [BATCH, len(GATE_FEATURES)]))
         g.output.extend(info(n) for n in gate.state_outputs)
         return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes),
-                                                    "policy": learned.policy})
+                                                    "policy": policy})
 
     def ensures(self, graph: ModelGraph) -> None:
         outs = set(graph.output_names)

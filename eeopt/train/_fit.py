@@ -30,6 +30,24 @@ logger = logging.getLogger(__name__)
 ArrayPair = tuple[Any, Any]
 
 
+def load_train_val(data: str | ArrayPair, limit: int | None, seed: int,
+                   val_data: str | ArrayPair | None = None, val_limit: int | None = None,
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Training and validation tensors: ``data``'s train split (a seeded subset of ``limit``
+    rows), and the val split of ``val_data``, else of ``data`` when it is a name, else the
+    training rows themselves; the first ``val_limit`` of them."""
+    train_x, train_y = load_split(data, "train", limit, seed)
+    if val_data is not None:
+        val_x, val_y = load_split(val_data, "val")
+    elif isinstance(data, str):
+        val_x, val_y = load_split(data, "val")
+    else:
+        val_x, val_y = train_x, train_y
+    if val_limit is not None and val_limit < val_x.shape[0]:
+        val_x, val_y = val_x[:val_limit], val_y[:val_limit]
+    return train_x, train_y, val_x, val_y
+
+
 def load_split(data: str | ArrayPair, split: str, limit: int | None = None, seed: int = 0
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inputs, labels)`` tensors of a data set split (a name such as ``"fashion-mnist"``) or
@@ -206,17 +224,9 @@ def fit(
     if not (lr > 0 and math.isfinite(lr)):
         raise UsageError(f"lr must be a positive number, got {lr}")
     obj = make_objective(objective, **objective_kwargs)
-    train_x, train_y = load_split(data, "train", limit, seed)
-    if val_data is not None:
-        val_x, val_y = load_split(val_data, "val")
-    elif isinstance(data, str):
-        val_x, val_y = load_split(data, "val")
-    else:
-        val_x, val_y = train_x, train_y
     if val_limit is None and limit is not None:
         val_limit = max(1000, limit)
-    if val_limit is not None and val_limit < val_x.shape[0]:
-        val_x, val_y = val_x[:val_limit], val_y[:val_limit]
+    train_x, train_y, val_x, val_y = load_train_val(data, limit, seed, val_data, val_limit)
     cl = train_x.dim() == 4 if channels_last is None else channels_last
     n = int(train_x.shape[0])
 

@@ -227,7 +227,7 @@ def train_jei(
     record of the run (phase losses, oracle exit fractions, per-exit validation accuracy)."""
     from eeopt.gates import GateSet
     from eeopt.gates._nets import GateNet, torch_logit_features
-    from eeopt.train._fit import load_split
+    from eeopt.train._fit import load_train_val
 
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
@@ -252,15 +252,7 @@ def train_jei(
         raise UsageError(f"macs must give {num_exits} cumulative counts, got {list(macs)}")
     c = np.maximum.accumulate(np.clip(macs_arr / macs_arr[-1], 0.0, 1.0))
 
-    train_x, train_y = load_split(data, "train", limit, seed)
-    if val_data is not None:
-        val_x, val_y = load_split(val_data, "val")
-    elif isinstance(data, str):
-        val_x, val_y = load_split(data, "val")
-    else:
-        val_x, val_y = train_x, train_y
-    if val_limit is not None and val_limit < val_x.shape[0]:
-        val_x, val_y = val_x[:val_limit], val_y[:val_limit]
+    train_x, train_y, val_x, val_y = load_train_val(data, limit, seed, val_data, val_limit)
 
     saved_threads = torch.get_num_threads()
     saved_rng = torch.get_rng_state()
@@ -429,19 +421,10 @@ def train_jei(
 def run_cli(args: Any) -> int:
     """``eeopt train --objective jei``: DIR/checkpoint.pt, model.onnx, gates.npz and
     metrics.json."""
-    import datetime as _dt
-    import json
-    import os
-    import shutil
-    import tempfile
     from pathlib import Path
 
-    import onnx
-
-    from eeopt.capture import export_torch
     from eeopt.models.demo_cnn import load_demo_cnn
-    from eeopt.train._fit import load_split
-    from eeopt.train.cli import _command, _replace_dir
+    from eeopt.train.cli import write_run
 
     if args.arch != "demo-cnn":
         raise UsageError("--objective jei retrains the heads of a trained model on its frozen "
@@ -457,34 +440,13 @@ def run_cli(args: Any) -> int:
                     threads=args.threads, progress=True,
                     val_limit=max(1000, args.limit) if args.limit else None)
     metrics = res.metrics
-    example, _ = load_split(args.data, "val", limit=2, seed=args.seed)
-    proto = export_torch(model.eval(), example)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-        torch.save(state, tmp / "checkpoint.pt")
-        onnx.save(proto, os.fspath(tmp / "model.onnx"))
-        res.gateset.save(tmp / "gates.npz")
-        report = {
-            "arch": args.arch, "data": args.data, "objective": "jei",
-            "objective_config": metrics["objective_config"], "val_acc": metrics["val_acc"],
-            "num_exits": metrics["num_exits"],
-            "args": {k: v for k, v in vars(args).items() if k not in ("func",)},
-            "command": _command(args), "train_seconds": metrics["train_seconds"],
-            "wall_seconds": round(time.time() - started, 2),
-            "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "torch_version": torch.__version__, "gates": "gates.npz",
-            "compile": f"eeopt compile {out}/model.onnx --policy jei --gates {out}/gates.npz "
-                       "--calib fashion-mnist:val --budget 0.5 --out program/",
-            "metrics": metrics,
-        }
-        (tmp / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-        _replace_dir(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_run(args, model, metrics, started, objective="jei", metrics_record=metrics,
+              extra_files=lambda d: res.gateset.save(d / "gates.npz"),
+              report_extra={"gates": "gates.npz",
+                            "compile": f"eeopt compile {out}/model.onnx --policy jei --gates "
+                                       f"{out}/gates.npz --calib fashion-mnist:val --budget 0.5 "
+                                       "--out program/"})
     accs = ", ".join(f"exit {k}: {a:.2%}" for k, a in enumerate(metrics["val_acc"]))
     gl = metrics["gate_phase_mean_loss"]
     gate_txt = (f"gate-phase loss {gl[0]:.3f} -> {gl[-1]:.3f} over {len(gl)} phases"

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -158,30 +159,21 @@ def _command(args: argparse.Namespace) -> str:
     return shlex.join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run ``eeopt train``; returns the exit status."""
-    _check(args)
-    if args.objective == "jei":
-        from eeopt.train._jei import run_cli
-
-        return run_cli(args)
+def write_run(args: argparse.Namespace, model: Any, metrics: dict[str, Any], started: float, *,
+              objective: str, metrics_record: dict[str, Any],
+              extra_files: Callable[[Path], None] | None = None,
+              report_extra: dict[str, Any] | None = None) -> Path:
+    """Write a training run to ``args.out``: ``checkpoint.pt``, ``model.onnx`` (exported at the
+    data's input shape), whatever ``extra_files`` writes into the directory, and
+    ``metrics.json``; all into a temporary sibling renamed into place."""
     import onnx
     import torch
 
     from eeopt.capture import export_torch
-    from eeopt.train import build_model, fit, load_split
+    from eeopt.train import load_split
 
-    settings = _settings(args)
-    torch.manual_seed(args.seed)  # the fresh heads' initialisation
-    model = build_model(args.arch, image_size=args.image_size)
-    started = time.time()
-    metrics = fit(model, data=args.data, objective=args.objective, epochs=args.epochs,
-                  limit=args.limit, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
-                  freeze_backbone=args.freeze_backbone, progress=True, threads=args.threads,
-                  **settings)
     example, _ = load_split(args.data, "val", limit=2, seed=args.seed)
     proto = export_torch(model.eval(), example)
-
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -189,10 +181,12 @@ def run(args: argparse.Namespace) -> int:
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         torch.save(state, tmp / "checkpoint.pt")
         onnx.save(proto, os.fspath(tmp / "model.onnx"))
+        if extra_files is not None:
+            extra_files(tmp)
         report = {
             "arch": args.arch,
             "data": args.data,
-            "objective": metrics["objective"],
+            "objective": objective,
             "objective_config": metrics["objective_config"],
             "val_acc": metrics["val_acc"],
             "num_exits": metrics["num_exits"],
@@ -202,13 +196,38 @@ def run(args: argparse.Namespace) -> int:
             "wall_seconds": round(time.time() - started, 2),
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "torch_version": torch.__version__,
-            "metrics": {k: v for k, v in metrics.items() if k != "loss_curve"},
+            **(report_extra or {}),
+            "metrics": metrics_record,
         }
         (tmp / "metrics.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``eeopt train``; returns the exit status."""
+    _check(args)
+    if args.objective == "jei":
+        from eeopt.train._jei import run_cli
+
+        return run_cli(args)
+    import torch
+
+    from eeopt.train import build_model, fit
+
+    settings = _settings(args)
+    torch.manual_seed(args.seed)  # the fresh heads' initialisation
+    model = build_model(args.arch, image_size=args.image_size)
+    started = time.time()
+    metrics = fit(model, data=args.data, objective=args.objective, epochs=args.epochs,
+                  limit=args.limit, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
+                  freeze_backbone=args.freeze_backbone, progress=True, threads=args.threads,
+                  **settings)
+    out = write_run(args, model, metrics, started, objective=metrics["objective"],
+                    metrics_record={k: v for k, v in metrics.items() if k != "loss_curve"})
     accs = ", ".join(f"exit {k}: {a:.2%}" for k, a in enumerate(metrics["val_acc"]))
     print(f"trained {args.arch} with {metrics['objective']} for {args.epochs} epoch(s) on "
           f"{metrics['train_size']} images in {metrics['train_seconds']:.0f} s; val accuracy "

@@ -34,28 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from eeopt.bench import ece
+
 RESULTS = Path(__file__).resolve().parent / "results"
 FIXED = ("maxprob", "entropy", "margin")
 #: maxprob planned on the same half of val the learned policies plan on (the gate compared on
 #: equal data; the learned policies' other half trains their gates)
 HALF = "maxprob-half"
 LEARNED = ("jei", "gate-unit", "cost-sensitive", "twin")
-
-
-def ece(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the max softmax probability, equal-width bins."""
-    z = logits - logits.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    conf = p.max(axis=1)
-    right = p.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            total += m.mean() * abs(right[m].mean() - conf[m].mean())
-    return float(total)
 
 
 def conformal(cal_logits: np.ndarray, cal_y: np.ndarray, logits: np.ndarray, y: np.ndarray,

@@ -42,7 +42,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from gating import ece  # noqa: E402  (the same ECE as the gating benchmark)
+from eeopt.bench import ece  # noqa: E402  (the same ECE as the gating benchmark)
 
 LAM = 0.3
 BUDGET = 0.5

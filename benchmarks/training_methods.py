@@ -38,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from eeopt.bench import ece  # noqa: E402
 from eeopt.data import load_dataset  # noqa: E402
 from eeopt.models.demo_cnn import DemoCNN, count_exit_macs  # noqa: E402
 from eeopt.plan import pick_global_threshold  # noqa: E402
@@ -58,20 +59,6 @@ logger = logging.getLogger("training_methods")
 def _softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def ece(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
-    """Expected calibration error of the max probability, ``bins`` equal-width bins."""
-    p = _softmax(logits)
-    conf = p.max(axis=1)
-    right = p.argmax(axis=1) == labels
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    total = 0.0
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        m = (conf > lo) & (conf <= hi)
-        if m.any():
-            total += m.mean() * abs(float(right[m].mean()) - float(conf[m].mean()))
-    return float(total)
 
 
 def _logits(model: torch.nn.Module, x: torch.Tensor) -> list[np.ndarray]:

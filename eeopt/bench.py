@@ -23,6 +23,7 @@ __all__ = [
     "Comparison",
     "compare_batch1",
     "compare_throughput",
+    "ece",
     "run_bench",
     "plot_frontier",
 ]
@@ -115,6 +116,23 @@ def compare_throughput(plain: Runner, program: Runner, feeds: Mapping[str, np.nd
                        batch: int, *, warmup: int = 5, block: int = 4) -> Comparison:
     """Consecutive batches of ``batch`` rows (a remainder is dropped), in alternating blocks."""
     return _interleaved(plain, program, feeds, batch, warmup, f"throughput @{batch}", block)
+
+
+def ece(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error of the softmax max probability, ``bins`` equal-width bins
+    (each ``(lo, hi]``), weighted by the rows in each."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    conf = p.max(axis=1)
+    right = p.argmax(axis=1) == labels
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += m.mean() * abs(float(right[m].mean()) - float(conf[m].mean()))
+    return float(total)
 
 
 # ---------------------------------------------------------------------------- eeopt bench

@@ -90,3 +90,19 @@ def test_the_plans_cost_model_round_trips_through_the_manifest() -> None:
     assert planned.stage_cost(-1, 0) == costs[0] and planned.stage_cost(0, 2) == costs[1]
     assert _PlannedCosts.of({}, kept) is None
     assert _PlannedCosts.of(plan, [0, 1, 2]) is None  # a plan for other exits: not used
+
+
+def test_ece() -> None:
+    """0 when confidence equals accuracy in every bin; the gap when it does not."""
+    from eeopt.bench import ece
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 1000)
+    # every row 70% confident (log-odds chosen so), right on exactly 70% of the rows
+    z = np.full((1000, 4), 0.0)
+    pred = labels.copy()
+    wrong = np.arange(1000) % 10 >= 7
+    pred[wrong] = (labels[wrong] + 1) % 4
+    z[np.arange(1000), pred] = np.log(0.7 * 3 / 0.3)
+    assert ece(z, labels) == pytest.approx(0.0, abs=1e-9)
+    assert ece(z, pred) == pytest.approx(0.3, abs=1e-9)  # 70% confident, always right

@@ -105,6 +105,15 @@ class Manifest:
     def thresholds(self) -> tuple[float, ...]:
         return tuple(s.gate.threshold for s in self.stages if s.gate is not None)
 
+    def batch_axes(self) -> dict[str, int | None]:
+        """Every graph input and carried tensor -> its batch axis (None: not batched), the
+        axis a runtime compacts it along."""
+        axes: dict[str, int | None] = {s.name: s.batch_axis for s in self.inputs}
+        for st in self.stages:
+            for t in st.inputs + st.produces:
+                axes[t.name] = t.batch_axis
+        return axes
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
 

@@ -89,10 +89,7 @@ class Program:
         self.path = path
         self.manifest = manifest
         backend = OrtBackend(threads)
-        axes: dict[str, int | None] = {s.name: s.batch_axis for s in manifest.inputs}
-        for st in manifest.stages:
-            for t in st.inputs + st.produces:
-                axes[t.name] = t.batch_axis
+        axes = manifest.batch_axes()
         self._stages: list[_Stage] = []
         for st in manifest.stages:
             file = resolve_in_dir(path, st.file)

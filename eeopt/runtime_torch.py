@@ -170,10 +170,7 @@ class TorchProgram(Program):
             torch.set_num_threads(int(threads))
         if manifest.settings.get("gate") == "op":
             import eeopt.kernels.torch_gate  # noqa: F401 - registers torch.ops.eeopt.gate
-        axes: dict[str, int | None] = {s.name: s.batch_axis for s in manifest.inputs}
-        for st in manifest.stages:
-            for t in st.inputs + st.produces:
-                axes[t.name] = t.batch_axis
+        axes = manifest.batch_axes()
         self._tstages: list[_TorchStage] = []
         for st in manifest.stages:
             runner = load_package(resolve_in_dir(path, st.file), self.device,

@@ -221,10 +221,7 @@ class TrtProgram(Program):
         self._torch = torch
         self.path = path
         self.manifest = manifest
-        axes: dict[str, int | None] = {s.name: s.batch_axis for s in manifest.inputs}
-        for st in manifest.stages:
-            for t in st.inputs + st.produces:
-                axes[t.name] = t.batch_axis
+        axes = manifest.batch_axes()
         self._tstages: list[_Stage] = []
         for st in manifest.stages:
             produces = tuple(t.name for t in st.produces if t.name != st.logits)
@@ -325,10 +322,8 @@ def compile_tensorrt(model: Any, out: str | os.PathLike[str], *, example_inputs:
 
         def fill(tmp: Path) -> None:
             stages = []
-            axes = {s.name: s.batch_axis for s in manifest.inputs}
+            axes = manifest.batch_axes()
             for st in manifest.stages:
-                for t in st.inputs:
-                    axes[t.name] = t.batch_axis
                 onnx_bytes = (ort_dir / st.file).read_bytes()
                 engine = build_engine(onnx_bytes, fp16=fp16, profile=profile,
                                       batch_axes=axes)

@@ -33,6 +33,7 @@ __all__ = [
     "STD",
     "DemoCNN",
     "count_exit_macs",
+    "layer_macs",
     "load_demo_cnn",
 ]
 
@@ -157,14 +158,10 @@ class DemoCNN(nn.Module):
         return tuple(outputs)
 
 
-def count_exit_macs(model: DemoCNN) -> dict[str, list[int]]:
-    """Per-image multiply-accumulates of the Conv2d and Linear layers, per exit.
-
-    Returns ``segment`` (backbone segment ``k`` alone), ``head`` (exit head ``k`` alone) and
-    ``cumulative``: what a sample leaving at exit ``k`` computes, i.e. segments ``0..k`` plus
-    heads ``0..k`` (the earlier heads ran to decide not to exit). BN, ReLU, pooling and adds
-    are not counted.
-    """
+def layer_macs(model: nn.Module, input_shape: tuple[int, ...] = INPUT_SHAPE) -> dict[str, int]:
+    """Per-image multiply-accumulates of each Conv2d and Linear layer, by module name, from one
+    forward pass on a ``[1, *input_shape]`` input. BN, ReLU, pooling and adds are not
+    counted."""
     counts: dict[str, int] = {}
     hooks = []
 
@@ -176,8 +173,7 @@ def count_exit_macs(model: DemoCNN) -> dict[str, list[int]]:
             else:
                 assert isinstance(module, nn.Linear)
                 macs = module.in_features * module.out_features
-            part = ".".join(name.split(".")[:2])  # "segments.k" or "heads.k"
-            counts[part] = counts.get(part, 0) + macs
+            counts[name] = counts.get(name, 0) + macs
 
         return record
 
@@ -188,11 +184,26 @@ def count_exit_macs(model: DemoCNN) -> dict[str, list[int]]:
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros(1, *INPUT_SHAPE))
+            model(torch.zeros(1, *input_shape))
     finally:
         for h in hooks:
             h.remove()
         model.train(was_training)
+    return counts
+
+
+def count_exit_macs(model: DemoCNN) -> dict[str, list[int]]:
+    """Per-image multiply-accumulates of the Conv2d and Linear layers, per exit.
+
+    Returns ``segment`` (backbone segment ``k`` alone), ``head`` (exit head ``k`` alone) and
+    ``cumulative``: what a sample leaving at exit ``k`` computes, i.e. segments ``0..k`` plus
+    heads ``0..k`` (the earlier heads ran to decide not to exit). BN, ReLU, pooling and adds
+    are not counted.
+    """
+    counts: dict[str, int] = {}
+    for name, macs in layer_macs(model).items():
+        part = ".".join(name.split(".")[:2])  # "segments.k" or "heads.k"
+        counts[part] = counts.get(part, 0) + macs
     segment = [counts.get(f"segments.{k}", 0) for k in range(NUM_EXITS)]
     head = [counts.get(f"heads.{k}", 0) for k in range(NUM_EXITS)]
     cumulative = [sum(segment[: k + 1]) + sum(head[: k + 1]) for k in range(NUM_EXITS)]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from eeopt.errors import DataError
-from eeopt.models.demo_cnn import INPUT_SHAPE, MEAN, NUM_CLASSES, STD
+from eeopt.models.demo_cnn import INPUT_SHAPE, MEAN, NUM_CLASSES, STD, layer_macs
 
 __all__ = ["DEFAULT_WEIGHTS", "TinyCNN", "count_macs", "load_tiny_cnn"]
 
@@ -53,30 +53,7 @@ class TinyCNN(nn.Module):
 
 def count_macs(model: nn.Module) -> int:
     """Per-image multiply-accumulates of the model's Conv2d and Linear layers."""
-    total = 0
-    hooks = []
-
-    def record(module: nn.Module, _: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, nn.Conv2d):
-            k = module.kernel_size[0] * module.kernel_size[1]
-            total += output[0].numel() * (module.in_channels // module.groups) * k
-        elif isinstance(module, nn.Linear):
-            total += module.in_features * module.out_features
-
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            hooks.append(m.register_forward_hook(record))
-    was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *INPUT_SHAPE))
-    finally:
-        for h in hooks:
-            h.remove()
-        model.train(was_training)
-    return total
+    return sum(layer_macs(model, INPUT_SHAPE).values())
 
 
 def load_tiny_cnn(weights_path: str | Path | None = None) -> TinyCNN:

@@ -185,12 +185,12 @@ class Program:
         feeds, n = self._feeds(x)
         thr = self._thr0 if thresholds is None else [
             np.array(t, dtype=np.float32) for t in self._resolve_thresholds(thresholds)]
+        if n == 1:  # before the result buffers: the one-row path returns its exit's arrays
+            return self._run_one(feeds, thr)
         logits = np.empty((n, self.num_classes), dtype=np.float32)
         exits = np.empty((n,), dtype=np.int64)
         if n == 0:
             return Result(logits, exits)
-        if n == 1:
-            return self._run_one(feeds, thr)
         live: dict[str, np.ndarray] = feeds
         order: np.ndarray | None = None  # original row of each remaining row; None = identity
         # the hot loop: everything per stage was worked out at load time (see _Hot)

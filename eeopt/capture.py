@@ -26,6 +26,7 @@ from eeopt.manifest import TensorSpec
 __all__ = [
     "BATCH",
     "capture",
+    "example_args",
     "load_onnx",
     "export_torch",
     "input_specs",
@@ -89,6 +90,26 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def example_args(example_inputs: Any, what: str) -> tuple[Any, ...]:
+    """``example_inputs`` as a tuple of tensors with one batch size, or a one-line DataError
+    (``what`` names what needs them)."""
+    import torch
+
+    if example_inputs is None:
+        raise DataError(
+            f"{what} needs example_inputs (a tensor or a tuple of tensors, one per forward "
+            "argument)"
+        )
+    args = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
+    if not args or not all(isinstance(a, torch.Tensor) for a in args):
+        raise DataError("example_inputs must be a tensor or a tuple of tensors")
+    batch = {int(a.shape[0]) for a in args}
+    if len(batch) != 1:
+        raise DataError(f"example_inputs disagree on the batch size (axis 0 of every input): "
+                        f"{sorted(batch)}")
+    return tuple(args)
+
+
 def export_torch(
     module: Any,
     example_inputs: Any,
@@ -99,17 +120,8 @@ def export_torch(
     """Export a multi-exit ``torch.nn.Module`` to ONNX with a dynamic batch on every input."""
     import torch
 
-    if example_inputs is None:
-        raise DataError(
-            "compiling a torch module needs example_inputs (a tensor or a tuple of tensors, "
-            "one per forward argument)"
-        )
-    args = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    if not args or not all(isinstance(a, torch.Tensor) for a in args):
-        raise DataError("example_inputs must be a tensor or a tuple of tensors")
+    args = example_args(example_inputs, "compiling a torch module")
     batch = {int(a.shape[0]) for a in args}
-    if len(batch) != 1:
-        raise DataError(f"example_inputs disagree on the batch size: {sorted(batch)}")
     if batch == {1} or batch == {0}:  # export would specialise a batch of 1
         args = tuple(a.repeat(2, *([1] * (a.dim() - 1))) if a.shape[0] else a for a in args)
     args = tuple(args)

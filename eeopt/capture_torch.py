@@ -21,8 +21,8 @@ from typing import Any
 
 import networkx as nx
 
-from eeopt.capture import BATCH
-from eeopt.errors import DataError, UnsupportedModelError
+from eeopt.capture import BATCH, example_args
+from eeopt.errors import UnsupportedModelError
 from eeopt.manifest import TensorSpec
 from eeopt.passes.compute_cuts import CutPlan, CutView, StageCut, cuts_from_view
 
@@ -57,22 +57,6 @@ class TorchGraph:
 
 def torch_dtype_name(dtype: Any) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _as_args(example_inputs: Any) -> tuple[Any, ...]:
-    import torch
-
-    if example_inputs is None:
-        raise DataError(
-            "backend='aoti' needs example_inputs (a tensor or a tuple of tensors, one per "
-            "forward argument)"
-        )
-    args = example_inputs if isinstance(example_inputs, (tuple, list)) else (example_inputs,)
-    if not args or not all(isinstance(a, torch.Tensor) for a in args):
-        raise DataError("example_inputs must be a tensor or a tuple of tensors")
-    if len({int(a.shape[0]) for a in args}) != 1:
-        raise DataError("example_inputs disagree on the batch size (axis 0 of every input)")
-    return tuple(args)
 
 
 def _tile(args: Sequence[Any], batch: int) -> tuple[Any, ...]:
@@ -166,7 +150,7 @@ def capture_torch(module: Any, example_inputs: Any) -> TorchGraph:
             f"got {type(module).__name__}: call eeopt.compile(module, out, example_inputs=..., "
             "backend='aoti'), or compile the ONNX file with backend 'onnxruntime' or 'tensorrt'"
         )
-    args = _as_args(example_inputs)
+    args = example_args(example_inputs, "backend='aoti'")
     if int(args[0].shape[0]) < 2:  # export would specialise a batch of 1
         args = _tile(args, 2)
     ep = export_batch_dynamic(module.eval(), args)

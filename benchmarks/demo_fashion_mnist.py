@@ -44,7 +44,8 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
         f"{l1['plain']['p99_ms'] / l1['program']['p99_ms']:.2f}x |",
         f"| batch 64 throughput | {l64['plain_rows_per_s']:,.0f}/s | "
         f"{l64['program_rows_per_s']:,.0f}/s | {l64['speedup_mean']:.2f}x |",
-        f"| ideal speedup (profile x exit mix) @1 / @64 | | | {l1['ideal_speedup']:.2f}x / "
+        f"| ideal speedup (bare stage calls x exit mix) @1 / @64 | | | "
+        f"{l1['ideal_speedup']:.2f}x / "
         f"{l64['ideal_speedup']:.2f}x |",
         f"| efficiency @1 / @64 | | | {l1['efficiency']:.2f} / {l64['efficiency']:.2f} |",
         f"| predicted vs measured ms/row @1 | {l1['predicted_program_ms_per_row']:.4f} | "
@@ -59,7 +60,11 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
         f"error {100 * l1['prediction_error_unscaled']:+.1f}% @1, "
         f"{100 * l64['prediction_error_unscaled']:+.1f}% @64). Batch-1 blocks are 200 calls "
         "long: a block's first call, right after the other model ran, costs about 2.5x a warm "
-        "one.",
+        "one. The ideal times each stage's bare session call (no gate firing, no runtime "
+        "bookkeeping) in the same rotating blocks as the two models, weighted by the exit mix; "
+        "from a separate profile run just before, it would be "
+        f"{l1.get('ideal_speedup_profile', float('nan')):.2f}x @1 and "
+        f"{l64.get('ideal_speedup_profile', float('nan')):.2f}x @64.",
         "",
         "Exit fractions: " + ", ".join(f"{o} {f:.1%}" for o, f in
                                        zip(res["kept_outputs"], res["exit_fractions"],

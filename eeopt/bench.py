@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,8 @@ class Comparison:
     plain: LatencyStats
     program: LatencyStats
     rows: int
+    others: dict[str, LatencyStats] = field(default_factory=dict)
+    """Any further runners timed in the same blocks (``eeopt bench``: each bare stage call)."""
 
     @property
     def speedup_mean(self) -> float:
@@ -76,32 +79,38 @@ def _slice(feeds: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, 
 
 
 def _interleaved(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray], batch: int,
-                 warmup: int, desc: str, block: int) -> Comparison:
-    """Time every call. Calls go in alternating blocks (plain block, program block, then the
-    other way round), so both see the same machine over time, while each runs with its own
+                 warmup: int, desc: str, block: int,
+                 others: Mapping[str, Runner] | None = None) -> Comparison:
+    """Time every call. Calls go in blocks that take turns (the plain network's block, the
+    program's, then any ``others``'), each block of the same chunks, the order rotating
+    from block to block, so all see the same machine over time, while each runs with its own
     weights warm in cache, as a deployment that runs one model would."""
     n = next(iter(feeds.values())).shape[0]
     chunks = [_slice(feeds, s, s + batch) for s in range(0, n - batch + 1, batch)]
+    runners = [plain, program, *(others or {}).values()]
     for c in chunks[:warmup]:
-        plain(c)
-        program(c)
-    tp = np.empty(len(chunks))
-    tq = np.empty(len(chunks))
+        for fn in runners:
+            fn(c)
+    times = [np.empty(len(chunks)) for _ in runners]
     clock = time.perf_counter
     blocks = range(0, len(chunks), block)
     for bi, start in enumerate(tqdm(blocks, desc=desc, unit="block", leave=False, disable=None)):
         idx = range(start, min(start + block, len(chunks)))
-        order = ((plain, tp), (program, tq)) if bi % 2 == 0 else ((program, tq), (plain, tp))
-        for fn, out in order:
+        r = bi % len(runners)
+        for j in [*range(r, len(runners)), *range(r)]:
+            fn, out = runners[j], times[j]
             for i in idx:
                 t0 = clock()
                 fn(chunks[i])
                 out[i] = clock() - t0
-    return Comparison(batch, LatencyStats.of(tp), LatencyStats.of(tq), len(chunks) * batch)
+    rest = {name: LatencyStats.of(t) for name, t in zip(others or {}, times[2:], strict=True)}
+    return Comparison(batch, LatencyStats.of(times[0]), LatencyStats.of(times[1]),
+                      len(chunks) * batch, rest)
 
 
 def compare_batch1(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray], *,
-                   warmup: int = 100, block: int = 200) -> Comparison:
+                   warmup: int = 100, block: int = 200,
+                   others: Mapping[str, Runner] | None = None) -> Comparison:
     """Every row as its own call, in alternating blocks of ``block`` calls.
 
     The first call of a block runs after the other model has evicted this one's weights from
@@ -109,13 +118,15 @@ def compare_batch1(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarra
     plain network and the program); blocks of 200 keep that switching cost, which a deployment
     running one model never pays, under 1% of the mean while still alternating every few tens
     of milliseconds."""
-    return _interleaved(plain, program, feeds, 1, warmup, "latency @1", block)
+    return _interleaved(plain, program, feeds, 1, warmup, "latency @1", block, others)
 
 
 def compare_throughput(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray],
-                       batch: int, *, warmup: int = 5, block: int = 4) -> Comparison:
+                       batch: int, *, warmup: int = 5, block: int = 4,
+                       others: Mapping[str, Runner] | None = None) -> Comparison:
     """Consecutive batches of ``batch`` rows (a remainder is dropped), in alternating blocks."""
-    return _interleaved(plain, program, feeds, batch, warmup, f"throughput @{batch}", block)
+    return _interleaved(plain, program, feeds, batch, warmup, f"throughput @{batch}", block,
+                        others)
 
 
 def ece(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
@@ -211,6 +222,36 @@ def _ideal_and_predicted(profile: Any, kept: list[int], fractions: np.ndarray,
     return ideal, pred
 
 
+def _call_stage(call: Any, own_rows: bool, chunk: Mapping[str, np.ndarray]) -> object:
+    return call(chunk) if own_rows else call()
+
+
+def _bare_stages(program: Any, feeds: Mapping[str, np.ndarray], fractions: np.ndarray,
+                 batch: int) -> dict[str, tuple[float, Runner]]:
+    """The ideal's parts, to time beside the two models: per kept stage that any row reaches,
+    ``(weight, runner)``, where the runner makes that stage's bare call (``Program.stage_calls``:
+    no gate firing, no bookkeeping) and ``weight`` times its mean ms gives its expected
+    ms per row. A later stage runs once per call of ``batch`` rows if any row reaches it
+    (probability ``called``), on ``batch * reach / called`` rows on average; the cost is linear
+    in rows, so timing it at that many rows and weighting by ``called / batch`` is exact. Empty
+    for a runtime without ``stage_calls``."""
+    if not hasattr(program, "stage_calls"):
+        return {}
+    n = next(iter(feeds.values())).shape[0]
+    out: dict[str, tuple[float, Runner]] = {}
+    for g in range(len(program.manifest.stages)):
+        reach = float(np.sum(fractions[g:])) if g else 1.0
+        if reach <= 0.0:
+            break
+        called = 1.0 - (1.0 - reach) ** batch
+        rows = min(n, max(1, round(batch * reach / called)))
+        call = program.stage_calls({k: v[:rows] for k, v in feeds.items()})[g]
+        # the first stage reads the chunk's own rows, as the program and the plain network do;
+        # a later stage's cost does not depend on its (carried) values
+        out[f"stage{g}"] = (called / batch, partial(_call_stage, call, g == 0))
+    return out
+
+
 def run_bench(
     program_dir: str,
     data: str,
@@ -282,18 +323,26 @@ def run_bench(
         predict_with = (replace(profile, corrections_ms=tuple(corr))
                         if len(corr) == profile.num_exits else profile)
     comps = {}
+    bare: dict[int, dict[str, tuple[float, Runner]]] = {}
     for b in batches:
-        comps[b] = (compare_batch1(run_plain, run_program, feeds) if b == 1 else
-                    compare_throughput(run_plain, run_program, feeds, b))
+        bare[b] = _bare_stages(program, feeds, fractions, b)
+        others = {name: fn for name, (_, fn) in bare[b].items()}
+        comps[b] = (compare_batch1(run_plain, run_program, feeds, others=others) if b == 1 else
+                    compare_throughput(run_plain, run_program, feeds, b, others=others))
     latency = {}
     for b, c in comps.items():
-        ideal_ms, pred_ms = _ideal_and_predicted(profile, kept, fractions, b, predict_with)
+        ideal_prof_ms, pred_ms = _ideal_and_predicted(profile, kept, fractions, b, predict_with)
         plain_prof = profile.plain.per_row(b)
         measured_row_ms = c.program.mean_ms / b
         # the cost model was measured minutes earlier, and this machine's speed drifts by ~10%
         # over that: the prediction is scaled by how fast the plain network (in the cost model
         # too) runs now
         speed = (c.plain.mean_ms / b) / plain_model.per_row(b)
+        if bare[b]:  # the bare stage calls, timed in the same blocks as the two models
+            ideal_ms = sum(w * c.others[name].mean_ms for name, (w, _) in bare[b].items())
+            ideal = (c.plain.mean_ms / b) / ideal_ms
+        else:  # a runtime without bare stage calls: the profile's
+            ideal = plain_prof / ideal_prof_ms
         latency[str(b)] = {
             **c.to_dict(),
             "predicted_program_ms_per_row": pred_ms * speed,
@@ -301,8 +350,9 @@ def run_bench(
             "prediction_error": pred_ms * speed / measured_row_ms - 1.0,
             "machine_speed_factor": speed,
             "prediction_error_unscaled": pred_ms / measured_row_ms - 1.0,
-            "ideal_speedup": plain_prof / ideal_ms,
-            "efficiency": c.speedup_mean / (plain_prof / ideal_ms),
+            "ideal_speedup": ideal,
+            "ideal_speedup_profile": plain_prof / ideal_prof_ms,
+            "efficiency": c.speedup_mean / ideal,
         }
 
     frontier: list[dict[str, object]] = []

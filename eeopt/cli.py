@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure a program on labelled data against the plain network (its source "
         "model cut to the final output), interleaved in one process: accuracy, exit fractions, "
         "batch-1 mean/median/p99 latency (mean is the headline), throughput at larger batches, "
-        "the ideal speedup (profile x measured exit distribution), efficiency, and the "
+        "the ideal speedup (the cost of the bare stage calls, timed in the same blocks, times "
+        "the measured exit distribution), efficiency = measured over ideal, and the "
         "accuracy-latency frontier across planner budgets.",
     )
     be.add_argument("program", metavar="DIR", help="compiled program directory")
@@ -547,7 +548,7 @@ def print_bench(res: dict) -> None:  # type: ignore[type-arg]
         else:
             rows.append([f"batch {b} throughput", f"{lat['plain_rows_per_s']:,.0f}/s",
                          f"{lat['program_rows_per_s']:,.0f}/s", f"{lat['speedup_mean']:.2f}x"])
-        rows.append([f"  ideal @{b} (profile)", "", "", f"{lat['ideal_speedup']:.2f}x"])
+        rows.append([f"  ideal @{b} (bare stage calls)", "", "", f"{lat['ideal_speedup']:.2f}x"])
         rows.append([f"  efficiency @{b}", "", "", f"{lat['efficiency']:.2f}"])
         speed = lat.get("machine_speed_factor", 1.0)
         rows.append([f"  predicted vs measured @{b} (speed x{speed:.2f})",

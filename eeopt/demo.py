@@ -9,7 +9,8 @@
 3. Benchmarks on the 10k test images against the plain network (the model cut to its final
    output, OUT/plain.onnx), interleaved in this one process at --threads threads: accuracy, exit
    fractions, batch-1 mean/median/p99 latency (mean is the expected cost per input, the
-   headline), batch-64 throughput, the ideal speedup from the profile and the efficiency.
+   headline), batch-64 throughput, the ideal speedup (bare stage calls x exit mix) and the
+   efficiency.
 4. Writes OUT/results.json and OUT/frontier.png, the accuracy-latency frontier across budgets.
 """
 

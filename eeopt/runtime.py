@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,17 +24,19 @@ from eeopt.errors import DataError, ManifestError, UsageError
 from eeopt.kernels.reference import NEVER
 from eeopt.manifest import Manifest, StageSpec, TensorSpec, load_manifest, resolve_in_dir
 
-__all__ = ["Program", "Result", "load", "Inputs"]
+__all__ = ["Program", "Result", "StageCall", "load", "Inputs"]
 
 logger = logging.getLogger(__name__)
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """``logits``: ``[N, C]`` float32, each row's logits at the exit where it left.
-    ``exit``: ``[N]`` int64, the 0-based exit index (final classifier = num_exits - 1)."""
+    ``exit``: ``[N]`` int64, the 0-based exit index (final classifier = num_exits - 1).
+
+    A named tuple: immutable, and cheap to make (a frozen dataclass costs about 1 us more a
+    call, a sixtieth of a small stage)."""
 
     logits: np.ndarray
     exit: np.ndarray
@@ -45,6 +47,19 @@ class Result:
 
     def exit_counts(self, num_exits: int) -> np.ndarray:
         return np.bincount(self.exit, minlength=num_exits)
+
+
+class StageCall(NamedTuple):
+    """One stage's session call with its feeds, ready to time: ``call()``, or ``call(feeds)``
+    with some of them replaced (e.g. other rows of a graph input)."""
+
+    run: Any
+    fetch: list[str]
+    feeds: dict[str, np.ndarray]
+
+    def __call__(self, feeds: Mapping[str, np.ndarray] | None = None) -> list[Any]:
+        return self.run(self.fetch, self.feeds if feeds is None else {**self.feeds, **feeds},
+                        None)
 
 
 @dataclass(frozen=True)
@@ -112,12 +127,12 @@ class Program:
         self._thr0 = [np.array(t, dtype=np.float32) for t in self._thresholds]
         self._check = InputChecker(manifest.inputs)
         self._single = manifest.inputs[0].name if len(manifest.inputs) == 1 else None
-        self._hot: list[_Hot] = []
+        hot: list[_Hot] = []
         for stage in self._stages:
             sp = stage.spec
             produces = tuple(t.name for t in sp.produces if t.name != sp.logits)
             gated = sp.gate is not None
-            self._hot.append(_Hot(
+            hot.append(_Hot(
                 run=fast_run(stage.segment.session),
                 inputs=stage.input_names,
                 fetch=[sp.logits, *([sp.decision] if gated and sp.decision else []), *produces],
@@ -125,6 +140,19 @@ class Program:
                 threshold=sp.threshold_input if gated else None,
                 compact=tuple(stage.compact_axes.items()),
             ))
+        self._hot = hot
+
+    @property
+    def _hot(self) -> list[_Hot]:
+        return self._hot_stages
+
+    @_hot.setter
+    def _hot(self, hot: Sequence[_Hot]) -> None:
+        self._hot_stages = list(hot)
+        # the one-row path's view of the stages: plain tuples, nothing looked up per call
+        self._one = tuple(
+            (h.run, h.fetch, h.inputs, h.threshold, h.produces, tuple(t for t, _ in h.compact),
+             np.full(1, k, dtype=np.int64)) for k, h in enumerate(hot))
 
     # ------------------------------------------------------------------ properties
     @property
@@ -153,7 +181,7 @@ class Program:
     def _feeds(self, x: Inputs) -> tuple[dict[str, np.ndarray], int]:
         if type(x) is np.ndarray and self._single is not None:  # the common case, fast
             feeds = {self._single: x}
-        elif isinstance(x, Mapping):
+        elif type(x) is dict or isinstance(x, Mapping):  # (the ABC check costs ~1 us)
             feeds = dict(x)
         else:
             if len(self.input_specs) != 1:
@@ -235,40 +263,51 @@ class Program:
 
     def _run_one(self, feeds: dict[str, np.ndarray], thr: Sequence[np.ndarray]) -> Result:
         """One row (the latency-bound case): no row bookkeeping, no result buffers; the
-        exit's own output array is the result."""
+        exit's own output array is the result. Every Python step here costs a few times its
+        microbenchmark time, since each stage call leaves the interpreter's caches cold: keep
+        it short."""
         live = feeds
-        for k, h in enumerate(self._hot):
-            sfeeds = {name: live[name] for name in h.inputs}
-            if h.threshold is not None:
-                sfeeds[h.threshold] = thr[k]
-            outs = h.run(h.fetch, sfeeds, None)
-            if h.threshold is None or outs[1][0]:
+        for k, (run, fetch, inputs, threshold, produces, carry, exit_k) in enumerate(self._one):
+            sfeeds = {name: live[name] for name in inputs}
+            if threshold is not None:
+                sfeeds[threshold] = thr[k]
+            outs = run(fetch, sfeeds, None)
+            if threshold is None or outs[1][0]:
                 z = outs[0]
                 return Result(z if z.dtype == np.float32 else z.astype(np.float32),
-                              np.full(1, k, dtype=np.int64))
-            for name, arr in zip(h.produces, outs[2:], strict=True):
-                live[name] = arr
-            live = {t: live[t] for t, _ in h.compact}
+                              exit_k.copy())
+            if produces:
+                live = {**live, **dict(zip(produces, outs[2:], strict=True))}
+            live = {t: live[t] for t in carry}
         raise AssertionError("the final stage has no gate")  # pragma: no cover
 
-    def run_all(self, x: Inputs) -> list[np.ndarray]:
-        """Every exit's logits for every row, with no early exit (for verification and
-        calibration). Returns one ``[N, C]`` float32 array per exit."""
+    def _walk(self, x: Inputs) -> Iterator[tuple[_Hot, dict[str, np.ndarray], list[Any]]]:
+        """Every stage with every row and no exit: yields each stage's hot record, the feeds
+        it was called with (gates disabled) and its outputs."""
         feeds, _ = self._feeds(x)
         live: dict[str, np.ndarray] = feeds
-        out: list[np.ndarray] = []
         for h, st in zip(self._hot, self._stages, strict=True):
             sfeeds = {name: live[name] for name in h.inputs}
             if h.threshold is not None:
                 policy = st.spec.gate.policy  # type: ignore[union-attr]
                 sfeeds[h.threshold] = np.array(NEVER[policy], dtype=np.float32)
             outs = h.run(h.fetch, sfeeds, None)
-            out.append(np.asarray(outs[0], dtype=np.float32))
+            yield h, sfeeds, outs
             for name, arr in zip(h.produces, outs[len(h.fetch) - len(h.produces):],
                                  strict=True):
                 live[name] = arr
             live = {t: live[t] for t, _ in h.compact}
-        return out
+
+    def run_all(self, x: Inputs) -> list[np.ndarray]:
+        """Every exit's logits for every row, with no early exit (for verification and
+        calibration). Returns one ``[N, C]`` float32 array per exit."""
+        return [np.asarray(outs[0], dtype=np.float32) for _, _, outs in self._walk(x)]
+
+    def stage_calls(self, x: Inputs) -> list[StageCall]:
+        """Per stage, a call that runs just that stage on what it reads when ``x``'s rows all
+        get that far, as the run loop calls it but with no gate firing and no bookkeeping:
+        what `eeopt bench` times as the ideal (bare stage calls)."""
+        return [StageCall(h.run, h.fetch, sfeeds) for h, sfeeds, _ in self._walk(x)]
 
 
 def load(path: str | os.PathLike[str], threads: int | None = None) -> Program:

@@ -106,3 +106,63 @@ def test_ece() -> None:
     z[np.arange(1000), pred] = np.log(0.7 * 3 / 0.3)
     assert ece(z, labels) == pytest.approx(0.0, abs=1e-9)
     assert ece(z, pred) == pytest.approx(0.3, abs=1e-9)  # 70% confident, always right
+
+
+def test_interleaved_times_every_runner_on_every_chunk() -> None:
+    """Plain, program and the extra runners each see every chunk once, block by block, and
+    the runner that opens a block rotates."""
+    from eeopt.bench import compare_batch1
+
+    calls: list[tuple[str, int]] = []
+
+    def runner(name: str):  # type: ignore[no-untyped-def]
+        return lambda f: calls.append((name, int(f["x"][0, 0])))
+
+    names = ["plain", "program", "a", "b"]
+    feeds = {"x": np.arange(30, dtype=np.float32).reshape(30, 1)}
+    c = compare_batch1(runner("plain"), runner("program"), feeds, warmup=0, block=4,
+                       others={"a": runner("a"), "b": runner("b")})
+    assert set(c.others) == {"a", "b"} and c.others["a"].calls == c.plain.calls == 30
+    for name in names:
+        assert [i for n, i in calls if n == name] == list(range(30))
+    # blocks of 4 chunks (the last of 2): each runner's run of calls covers one block
+    opens = []
+    pos = 0
+    for size in [4] * 7 + [2]:
+        opens.append(calls[pos][0])
+        assert {n for n, _ in calls[pos:pos + 4 * size]} == set(names)
+        pos += 4 * size
+    assert opens == [names[b % 4] for b in range(8)]
+
+
+def test_bare_stages_weight_each_stage_by_how_often_it_runs() -> None:
+    """At batch 1 a stage's weight is the fraction of rows that reach it; at batch b it is
+    P(any of b rows reaches it) / b, timed at the expected rows per such call; stages no row
+    reaches are left out."""
+    from eeopt.bench import _bare_stages
+
+    class _Prog:
+        class manifest:  # noqa: N801 - stands in for the Manifest attribute
+            stages = (0, 1, 2)
+
+        def __init__(self) -> None:
+            self.rows: list[int] = []
+
+        def stage_calls(self, feeds):  # type: ignore[no-untyped-def]
+            n = feeds["x"].shape[0]
+            self.rows.append(n)
+            return [lambda f=None, n=n: n] * 3
+
+    feeds = {"x": np.zeros((100, 1), dtype=np.float32)}
+    fr = np.array([0.8, 0.2, 0.0])
+    prog = _Prog()
+    one = _bare_stages(prog, feeds, fr, 1)
+    assert list(one) == ["stage0", "stage1"]
+    assert one["stage0"][0] == 1.0 and one["stage1"][0] == pytest.approx(0.2)
+    prog.rows.clear()
+    many = _bare_stages(prog, feeds, fr, 64)
+    called = 1 - 0.8 ** 64
+    assert many["stage0"][0] == pytest.approx(1 / 64)
+    assert many["stage1"][0] == pytest.approx(called / 64)
+    assert prog.rows == [64, round(64 * 0.2 / called)]
+    assert _bare_stages(object(), feeds, fr, 1) == {}

@@ -214,3 +214,32 @@ def test_fast_run_falls_back_to_the_public_run() -> None:
 
     assert fast_run(Public())(["y"], {"x": 1}, None)[0] == "public"
     assert fast_run(Bound())(["y"], {"x": 1}, None)[0] == "binding"
+
+
+def test_result_is_immutable(masked: eeopt.Program) -> None:
+    res = masked.run(_feeds(3))
+    with pytest.raises(AttributeError):
+        res.exit = np.zeros(3, dtype=np.int64)  # type: ignore[misc]
+    logits, exits = res
+    assert logits is res.logits and exits is res.exit
+
+
+def test_one_row_path_does_not_touch_the_callers_feeds(masked: eeopt.Program) -> None:
+    row = {k: v[:1] for k, v in _feeds(1).items()}
+    before = dict(row)
+    masked.run(row, thresholds=[2.0, 2.0])  # every stage runs, carried tensors pass along
+    assert row.keys() == before.keys() and all(row[k] is before[k] for k in row)
+
+
+def test_stage_calls_are_the_stages_with_no_exit(masked: eeopt.Program) -> None:
+    """Each bare stage call gives that stage's logits for every row (what run_all gives), and
+    the first one takes other rows of the graph inputs in place of its own."""
+    feeds = _feeds(5, seed=2)
+    calls = masked.stage_calls(feeds)
+    want = masked.run_all(feeds)
+    assert len(calls) == masked.num_exits
+    for call, w in zip(calls, want, strict=True):
+        np.testing.assert_allclose(call()[0], w, rtol=1e-6, atol=1e-6)
+    other = _feeds(5, seed=3)
+    np.testing.assert_allclose(calls[0](other)[0], masked.run_all(other)[0], rtol=1e-6,
+                               atol=1e-6)

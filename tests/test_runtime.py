@@ -194,6 +194,14 @@ def test_single_input_checks(single_input: eeopt.Program) -> None:
         single_input.run(x[0])  # the batch axis dropped
     with pytest.raises(DataError):
         single_input.run(np.float32(1.0))  # type: ignore[arg-type]
+    one = x[:1]  # the one-row fast path checks the same things
+    assert single_input.run(one).exit.shape == (1,)
+    with pytest.raises(DataError, match="dtype|float"):
+        single_input.run(one.astype(np.float64))
+    with pytest.raises(DataError, match="shape|dim"):
+        single_input.run(one[:, :, :-1])
+    with pytest.raises(DataError):
+        single_input.run(one[..., None])
 
 
 def test_fast_run_falls_back_to_the_public_run() -> None:

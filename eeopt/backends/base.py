@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -117,16 +117,19 @@ class InputChecker:
         # the commonest case, one input batched on axis 0 with every other dim fixed: one
         # tuple comparison checks the whole shape
         s0 = self.specs[0] if len(self.specs) == 1 else None
-        self._one = None
+        self.lone: tuple[str, np.dtype[Any], int, tuple[int, ...]] | None = None
+        """``(name, dtype, ndim, shape[1:])`` of a lone input batched on axis 0 with every
+        other dim fixed: an array matching all four passes the check."""
+        tail = tuple(d for d in s0.shape[1:] if isinstance(d, int)) if s0 is not None else ()
         if (s0 is not None and s0.batch_axis == 0 and s0.shape
-                and all(isinstance(d, int) for d in s0.shape[1:])):
-            self._one = (s0.name, np.dtype(s0.dtype), len(s0.shape), tuple(s0.shape[1:]))
+                and len(tail) == len(s0.shape) - 1):
+            self.lone = (s0.name, np.dtype(s0.dtype), len(s0.shape), tail)
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> int:
         if not self._simple or len(inputs) != len(self._plan):
             return check_inputs(self.specs, inputs, what=self.what)
-        if self._one is not None:
-            name, dtype, ndim, tail = self._one
+        if self.lone is not None:
+            name, dtype, ndim, tail = self.lone
             arr = inputs.get(name)
             if (type(arr) is np.ndarray and arr.dtype == dtype and arr.ndim == ndim
                     and arr.shape[1:] == tail):

@@ -310,23 +310,27 @@ def _measure_corrections(prep: Prepared, sub: Prepared, plan: Any, report: Any,
         for r in rows[: min(200, n)]:
             prog.run(r)
             plain_run(plain_fetch, r, None)
-        times = np.empty(n)
-        plain_times = np.empty(n)
+        # every row twice (calls = 2n): this machine's speed moves in phases of a second or
+        # so, and a phase slows small stage calls more than the plain network
+        times = np.zeros(n)
+        plain_times = np.zeros(n)
         exits = np.empty(n, dtype=np.int64)
         clock = time.perf_counter
         # blocks of program calls alternate with blocks of plain-network calls on the same
         # rows: the plain network, also in the profile, tells how fast the machine is now
-        for start in range(0, n, 200):  # long blocks: a block's first call pays a cold cache
-            block = range(start, min(start + 200, n))
-            for i in block:
-                t0 = clock()
-                res = prog.run(rows[i])
-                times[i] = clock() - t0
-                exits[i] = res.exit[0]
-            for i in block:
-                t0 = clock()
-                plain_run(plain_fetch, rows[i], None)
-                plain_times[i] = clock() - t0
+        sides = ((prog.run, times), (lambda r: plain_run(plain_fetch, r, None), plain_times))
+        for rep in range(2):
+            for b, start in enumerate(range(0, n, 200)):  # long blocks: a block's first
+                block = range(start, min(start + 200, n))  # call pays a cold cache
+                for fn, out in (sides if (b + rep) % 2 == 0 else sides[::-1]):
+                    for i in block:
+                        t0 = clock()
+                        res = fn(rows[i])
+                        out[i] += clock() - t0
+                        if out is times:
+                            exits[i] = res.exit[0]
+        times /= 2
+        plain_times /= 2
     speed = report.plain.at(1) / float(plain_times.mean() * 1e3)
     logger.info("closed loop: plain %.1f us a call (profile %.1f); program %.1f us, by exit %s",
                 plain_times.mean() * 1e6, report.plain.at(1) * 1e3, times.mean() * 1e6,

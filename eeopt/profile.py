@@ -238,7 +238,7 @@ class ProfileReport:
 
 
 def _measure(fns: dict[str, Callable[[], object]], min_time_s: float,
-             max_reps: int = 2000, rounds: int = 5) -> dict[str, float]:
+             max_reps: int = 2000, rounds: int = 20) -> dict[str, float]:
     """Mean ms per call of each function, measured in interleaved rounds after a warm-up,
     so that a machine whose speed drifts skews every function alike. The mean, not the median:
     it is the expected cost the planner minimises and the benchmark's headline measures."""

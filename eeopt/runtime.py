@@ -140,6 +140,8 @@ class Program:
                 threshold=sp.threshold_input if gated else None,
                 compact=tuple(stage.compact_axes.items()),
             ))
+        out0 = {o.name: o.type for o in self._stages[0].segment.session.get_outputs()}
+        self._float_logits = out0.get(self._stages[0].spec.logits) == "tensor(float)"
         self._hot = hot
 
     @property
@@ -153,6 +155,13 @@ class Program:
         self._one = tuple(
             (h.run, h.fetch, h.inputs, h.threshold, h.produces, tuple(t for t, _ in h.compact),
              np.full(1, k, dtype=np.int64)) for k, h in enumerate(hot))
+        # the hottest case of all, one row of a lone input into a gated first stage that reads
+        # just that input and gives float32 logits: run() calls that stage itself
+        lone, h0 = self._check.lone, self._hot_stages[0]
+        self._first = None
+        if (lone is not None and h0.threshold is not None and h0.inputs == (lone[0],)
+                and self._float_logits):
+            self._first = (h0.run, h0.fetch, lone[0], h0.threshold, (1, *lone[3]), lone[1])
 
     # ------------------------------------------------------------------ properties
     @property
@@ -210,15 +219,19 @@ class Program:
     def run(self, x: Inputs, *, thresholds: float | Sequence[float] | None = None) -> Result:
         """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call
         (a value above 1 disables a maxprob exit)."""
-        one = self._check.lone
-        if (one is not None and type(x) is np.ndarray and thresholds is None and x.ndim == one[2]
-                and x.shape[0] == 1 and x.dtype == one[1] and x.shape[1:] == one[3]):
-            return self._run_one({one[0]: x}, self._thr0)  # one checked row, the hot case
+        first = self._first
+        if (first is not None and type(x) is np.ndarray and x.shape == first[4]
+                and x.dtype == first[5] and thresholds is None):  # one checked row: hot
+            run, fetch, name, threshold, _, _ = first
+            outs = run(fetch, {name: x, threshold: self._thr0[0]}, None)
+            if outs[1][0]:
+                return Result(outs[0], self._one[0][6].copy())
+            return self._run_one(self._after(0, {name: x}, outs), self._thr0, 1)
         feeds, n = self._feeds(x)
         thr = self._thr0 if thresholds is None else [
             np.array(t, dtype=np.float32) for t in self._resolve_thresholds(thresholds)]
         if n == 1:  # before the result buffers: the one-row path returns its exit's arrays
-            return self._run_one(feeds, thr)
+            return self._run_one(feeds, thr, 0)
         logits = np.empty((n, self.num_classes), dtype=np.float32)
         exits = np.empty((n,), dtype=np.int64)
         if n == 0:
@@ -265,13 +278,15 @@ class Program:
             live = {t: _compact(live[t], keep, ax) for t, ax in h.compact}
         return Result(logits, exits)
 
-    def _run_one(self, feeds: dict[str, np.ndarray], thr: Sequence[np.ndarray]) -> Result:
-        """One row (the latency-bound case): no row bookkeeping, no result buffers; the
-        exit's own output array is the result. Every Python step here costs a few times its
-        microbenchmark time, since each stage call leaves the interpreter's caches cold: keep
-        it short."""
-        live = feeds
-        for k, (run, fetch, inputs, threshold, produces, carry, exit_k) in enumerate(self._one):
+    def _run_one(self, live: dict[str, np.ndarray], thr: Sequence[np.ndarray],
+                 start: int) -> Result:
+        """One row (the latency-bound case), from stage ``start`` on, ``live`` holding what it
+        reads: no row bookkeeping, no result buffers; the exit's own output array is the
+        result. Every Python step here costs a few times its microbenchmark time, since each
+        stage call leaves the interpreter's caches cold: keep it short."""
+        one = self._one
+        for k in range(start, len(one)):
+            run, fetch, inputs, threshold, _, _, exit_k = one[k]
             sfeeds = {name: live[name] for name in inputs}
             if threshold is not None:
                 sfeeds[threshold] = thr[k]
@@ -280,10 +295,17 @@ class Program:
                 z = outs[0]
                 return Result(z if z.dtype == np.float32 else z.astype(np.float32),
                               exit_k.copy())
-            if produces:
-                live = {**live, **dict(zip(produces, outs[2:], strict=True))}
-            live = {t: live[t] for t in carry}
+            live = self._after(k, live, outs)
         raise AssertionError("the final stage has no gate")  # pragma: no cover
+
+    def _after(self, k: int, live: dict[str, np.ndarray], outs: list[Any]
+               ) -> dict[str, np.ndarray]:
+        """What is alive after stage ``k`` of a one-row run: ``live`` plus the tensors the
+        stage produced (its ``outs``), less the ones no later stage reads."""
+        _, _, _, _, produces, carry, _ = self._one[k]
+        if produces:
+            live = {**live, **dict(zip(produces, outs[2:], strict=True))}
+        return {t: live[t] for t in carry}
 
     def _walk(self, x: Inputs) -> Iterator[tuple[_Hot, dict[str, np.ndarray], list[Any]]]:
         """Every stage with every row and no exit: yields each stage's hot record, the feeds

@@ -251,3 +251,23 @@ def test_stage_calls_are_the_stages_with_no_exit(masked: eeopt.Program) -> None:
     other = _feeds(5, seed=3)
     np.testing.assert_allclose(calls[0](other)[0], masked.run_all(other)[0], rtol=1e-6,
                                atol=1e-6)
+
+
+def test_one_row_at_a_time_matches_the_batch(single_input: eeopt.Program,
+                                             tmp_path: Path) -> None:
+    """Row by row (the one-row fast path, which calls the first stage itself) gives the
+    batch run's exits and logits, for rows that leave at every exit."""
+    x = T.example("residual", 64, 5)[0].numpy()
+    thr = []  # each gated exit's median max-probability: about half the rows leave there
+    for z in single_input.run_all(x)[:-1]:
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        thr.append(float(np.median(p.max(axis=1) / p.sum(axis=1))))
+    prog = eeopt.compile(T.make("residual", 0), tmp_path / "p",
+                         example_inputs=T.example("residual", 4, 0), thresholds=thr)
+    assert prog._first is not None  # the fast path applies to this program
+    batch = prog.run(x)
+    assert set(batch.exit.tolist()) == set(range(prog.num_exits))
+    for i in range(x.shape[0]):
+        one = prog.run(x[i:i + 1])
+        assert one.exit.tolist() == [batch.exit[i]]
+        np.testing.assert_allclose(one.logits[0], batch.logits[i], rtol=1e-5, atol=1e-5)

@@ -31,17 +31,18 @@ RESULTS = ROOT / "benchmarks" / "results"
 RERUN = "python benchmarks/cpp_vs_python.py"
 
 
-class _TimedSession:
-    """Wraps an onnxruntime.InferenceSession and adds up the time spent in its run()."""
+class _TimedRun:
+    """Wraps a stage's session call (``Program._hot[k].run``, ONNX Runtime's binding) and adds
+    up the time spent in it."""
 
-    def __init__(self, session: Any) -> None:
-        self.session = session
+    def __init__(self, run: Any) -> None:
+        self.inner = run
         self.ns = 0
         self.calls = 0
 
-    def run(self, output_names: Any, feeds: Any, run_options: Any = None) -> Any:
+    def __call__(self, output_names: Any, feeds: Any, run_options: Any = None) -> Any:
         t0 = time.perf_counter_ns()
-        out = self.session.run(output_names, feeds, run_options)
+        out = self.inner(output_names, feeds, run_options)
         self.ns += time.perf_counter_ns() - t0
         self.calls += 1
         return out
@@ -83,15 +84,15 @@ class PythonBench:
         if hot is None:
             raise SystemExit("eeopt.runtime.Program no longer has _hot; update this benchmark")
         self.hot = list(hot)
-        self.plain = [h.session for h in self.hot]
-        self.timed = [_TimedSession(s) for s in self.plain]
+        self.plain = [h.run for h in self.hot]
+        self.timed = [_TimedRun(r) for r in self.plain]
 
-    def _use(self, sessions: list[Any]) -> None:
+    def _use(self, runs: list[Any]) -> None:
         import dataclasses
 
-        # the runtime's hot loop calls these sessions directly (Program._hot, a private field)
-        self.prog._hot = [dataclasses.replace(h, session=s)
-                          for h, s in zip(self.hot, sessions, strict=True)]
+        # the runtime's hot loop makes these session calls (Program._hot, a private field)
+        self.prog._hot = [dataclasses.replace(h, run=r)
+                          for h, r in zip(self.hot, runs, strict=True)]
 
     def run(self, runs: int, warmup: int) -> dict[str, list[float]]:
         n = len(self.chunks)
@@ -197,9 +198,10 @@ def write_markdown(result: dict[str, Any], path: Path) -> None:
         f"same libonnxruntime ({m['onnxruntime']}). Times in microseconds per call.",
         "",
         "*Overhead* = time of one `run()` minus the time inside the ONNX Runtime session runs it "
-        "made (C++: `Ort::Session::Run`; Python: `InferenceSession.run`, which includes the "
-        "numpy <-> OrtValue conversion of the Python binding). *Per stage* divides it by the "
-        "number of stages that call ran.",
+        "made (C++: `Ort::Session::Run`; Python: the binding's `run` that the runtime calls, "
+        "`InferenceSession._sess.run`, which includes the numpy <-> OrtValue conversion; the "
+        "timer around it adds well under a microsecond). *Per stage* divides it by the number "
+        "of stages that call ran.",
         "",
         "| batch | runtime | calls | total median | total mean | in ORT median | in ORT mean "
         "| overhead median | overhead mean | overhead/stage median | overhead/stage mean "

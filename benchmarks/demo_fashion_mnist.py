@@ -61,7 +61,7 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
         f"{100 * l64['prediction_error_unscaled']:+.1f}% @64). Batch-1 blocks are 200 calls "
         "long: a block's first call, right after the other model ran, costs about 2.5x a warm "
         "one. The ideal times each stage's bare session call (no gate firing, no runtime "
-        "bookkeeping) in the same rotating blocks as the two models, weighted by the exit mix; "
+        "bookkeeping) in the same shuffled blocks as the two models, weighted by the exit mix; "
         "from a separate profile run just before, it would be "
         f"{l1.get('ideal_speedup_profile', float('nan')):.2f}x @1 and "
         f"{l64.get('ideal_speedup_profile', float('nan')):.2f}x @64.",

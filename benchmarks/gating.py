@@ -11,7 +11,8 @@ fashion-mnist:test in this one process at 1 thread: accuracy,
 exit fractions, ECE (15 bins on the returned max probability), split-conformal prediction sets
 (score 1 - p_y, 90% target, calibrated on the planning half of val), and latency at batch 1
 (mean per row) and batch 64 (rows/s), every program and the plain network interleaved in
-rotating blocks, so ratios against the plain network come from the same machine state. Offline
+shuffled blocks (200 calls at batch 1), so ratios against the plain network come from the
+same machine state. Offline
 curves (no compile): the cost-sensitive policy over tau and JEI-DNN over lambda at threshold
 0.5, JEI's own inference rule, and maxprob over a global threshold, priced by the profile.
 
@@ -63,37 +64,16 @@ def conformal(cal_logits: np.ndarray, cal_y: np.ndarray, logits: np.ndarray, y: 
 def interleaved(runners: dict[str, Callable[[dict[str, np.ndarray]], object]],
                 feeds: dict[str, np.ndarray], batch: int, rows: int, block: int,
                 warmup: int = 20) -> dict[str, dict[str, float]]:
-    """Per runner, seconds per call over the same chunks, in rotating blocks (every runner
-    sees the same machine state over time, each with its own weights warm within a block)."""
-    from eeopt.bench import LatencyStats
+    """Per runner, latency over the same chunks of the first ``rows`` rows, in shuffled
+    blocks (``eeopt.bench.time_interleaved``)."""
+    from eeopt.bench import time_interleaved
 
-    name = next(iter(feeds))
-    x = feeds[name][:rows]
-    chunks = [{name: np.ascontiguousarray(x[s:s + batch])}
-              for s in range(0, x.shape[0] - batch + 1, batch)]
-    for fn in runners.values():
-        for c in chunks[:warmup]:
-            fn(c)
-    keys = list(runners)
-    times = {k: np.empty(len(chunks)) for k in keys}
-    clock = time.perf_counter
-    for bi, start in enumerate(range(0, len(chunks), block)):
-        idx = range(start, min(start + block, len(chunks)))
-        rot = bi % len(keys)
-        for k in keys[rot:] + keys[:rot]:
-            fn = runners[k]
-            out = times[k]
-            for i in idx:
-                t0 = clock()
-                fn(chunks[i])
-                out[i] = clock() - t0
-    res = {}
-    for k in keys:
-        st = LatencyStats.of(times[k])
-        res[k] = {"mean_ms": st.mean_ms, "median_ms": st.median_ms, "p99_ms": st.p99_ms,
-                  "calls": st.calls, "ms_per_row": st.mean_ms / batch,
-                  "rows_per_s": batch * 1e3 / st.mean_ms}
-    return res
+    sub = {k: v[:rows] for k, v in feeds.items()}
+    stats = time_interleaved(runners, sub, batch, warmup=warmup, block=block,
+                             desc=f"latency @{batch}")
+    return {k: {"mean_ms": st.mean_ms, "median_ms": st.median_ms, "p99_ms": st.p99_ms,
+                "calls": st.calls, "ms_per_row": st.mean_ms / batch,
+                "rows_per_s": batch * 1e3 / st.mean_ms} for k, st in stats.items()}
 
 
 def offline_curves(gates_data: Any, test_data: Any, profile: Any, seed: int) -> dict[str, Any]:
@@ -244,7 +224,7 @@ def run(out_dir: Path, *, budget: float, limit: int | None, b1_rows: int, seed: 
     for policy, prog in programs.items():
         runners[policy] = prog.run
     say(f"latency at batch 1 ({b1_rows} test rows, {len(runners)} runners interleaved)")
-    lat1 = interleaved(runners, test, 1, b1_rows, block=25)
+    lat1 = interleaved(runners, test, 1, b1_rows, block=200)
     say("throughput at batch 64 (every test row)")
     lat64 = interleaved(runners, test, 64, len(yt), block=4, warmup=3)
     for key, r in rows.items():
@@ -278,8 +258,9 @@ def markdown(res: dict[str, Any]) -> str:
         f"{res['gate_train_rows']} rows, planned on the other {res['gate_plan_rows']}; "
         "maxprob-half: maxprob planned on that same half). "
         f"Test: {res['test_rows']} rows of fashion-mnist:test. ONNX Runtime CPU, 1 thread, one "
-        "process; latency of every program and the plain network interleaved in rotating "
-        f"blocks (batch 1: first {res['batch1_rows']} test rows; batch 64: every row). "
+        "process; latency of every program and the plain network interleaved in shuffled "
+        f"blocks (batch 1: the first {res['batch1_rows']} test rows, 200 calls a block; batch "
+        "64: every row). "
         "Speed-ups are against the plain network in the same run. ECE: 15 bins on the "
         "returned max probability. Conformal: split conformal sets, score 1 - p_y, target "
         "coverage 90%, calibrated on the planning half of val. Rerun: "

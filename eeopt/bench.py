@@ -24,6 +24,7 @@ __all__ = [
     "Comparison",
     "compare_batch1",
     "compare_throughput",
+    "time_interleaved",
     "ece",
     "run_bench",
     "plot_frontier",
@@ -78,36 +79,47 @@ def _slice(feeds: Mapping[str, np.ndarray], start: int, stop: int) -> dict[str, 
     return {k: np.ascontiguousarray(v[start:stop]) for k, v in feeds.items()}
 
 
-def _interleaved(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray], batch: int,
-                 warmup: int, desc: str, block: int,
-                 others: Mapping[str, Runner] | None = None) -> Comparison:
-    """Time every call. Calls go in blocks that take turns (the plain network's block, the
-    program's, and any ``others``'), each block of the same chunks, in a new random order for
-    every block, so all see the same machine over time and each follows every other equally
-    often (the first calls of a block pay for what the previous block evicted from the cache:
-    about 1% of a 200-call block at batch 1), while each runs with its own weights warm in
-    cache, as a deployment that runs one model would."""
+def time_interleaved(runners: Mapping[str, Runner], feeds: Mapping[str, np.ndarray],
+                     batch: int, *, warmup: int, block: int, desc: str = "timing",
+                     ) -> dict[str, LatencyStats]:
+    """Time every call of every runner on the same consecutive chunks of ``batch`` rows (a
+    remainder is dropped). Calls go in blocks of ``block`` chunks that take turns, one block
+    per runner, in a new random order each time, so all see the same machine over time and
+    each follows every other equally often (a block's first calls pay for what the previous
+    block evicted from the cache: about 1% of a 200-call block at batch 1), while each runs
+    with its own weights warm in cache, as a deployment that runs one model would."""
     n = next(iter(feeds.values())).shape[0]
     chunks = [_slice(feeds, s, s + batch) for s in range(0, n - batch + 1, batch)]
-    runners = [plain, program, *(others or {}).values()]
+    fns = list(runners.values())
     for c in chunks[:warmup]:
-        for fn in runners:
+        for fn in fns:
             fn(c)
-    times = [np.empty(len(chunks)) for _ in runners]
+    times = [np.empty(len(chunks)) for _ in fns]
     clock = time.perf_counter
     order_rng = np.random.default_rng(0)
     blocks = range(0, len(chunks), block)
     for start in tqdm(blocks, desc=desc, unit="block", leave=False, disable=None):
         idx = range(start, min(start + block, len(chunks)))
-        for j in order_rng.permutation(len(runners)):
-            fn, out = runners[j], times[j]
+        for j in order_rng.permutation(len(fns)):
+            fn, out = fns[j], times[j]
             for i in idx:
                 t0 = clock()
                 fn(chunks[i])
                 out[i] = clock() - t0
-    rest = {name: LatencyStats.of(t) for name, t in zip(others or {}, times[2:], strict=True)}
-    return Comparison(batch, LatencyStats.of(times[0]), LatencyStats.of(times[1]),
-                      len(chunks) * batch, rest)
+    return {name: LatencyStats.of(t) for name, t in zip(runners, times, strict=True)}
+
+
+def _interleaved(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray], batch: int,
+                 warmup: int, desc: str, block: int,
+                 others: Mapping[str, Runner] | None = None) -> Comparison:
+    """The plain network against the program (and any ``others``), by ``time_interleaved``."""
+    others = dict(others or {})
+    if {"plain", "program"} & set(others):
+        raise ValueError("'plain' and 'program' name the two models; give others other names")
+    st = time_interleaved({"plain": plain, "program": program, **others}, feeds, batch,
+                          warmup=warmup, block=block, desc=desc)
+    return Comparison(batch, st["plain"], st["program"], st["plain"].calls * batch,
+                      {name: st[name] for name in others})
 
 
 def compare_batch1(plain: Runner, program: Runner, feeds: Mapping[str, np.ndarray], *,

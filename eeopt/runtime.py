@@ -220,13 +220,15 @@ class Program:
         """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call
         (a value above 1 disables a maxprob exit)."""
         first = self._first
-        if (first is not None and type(x) is np.ndarray and x.shape == first[4]
-                and x.dtype == first[5] and thresholds is None):  # one checked row: hot
-            run, fetch, name, threshold, _, _ = first
-            outs = run(fetch, {name: x, threshold: self._thr0[0]}, None)
-            if outs[1][0]:
-                return Result(outs[0], self._one[0][6].copy())
-            return self._run_one(self._after(0, {name: x}, outs), self._thr0, 1)
+        if first is not None and thresholds is None:  # one checked row (array or dict): hot
+            run, fetch, name, threshold, shape, dtype = first
+            a = x if type(x) is np.ndarray else (
+                x.get(name) if type(x) is dict and len(x) == 1 else None)
+            if type(a) is np.ndarray and a.shape == shape and a.dtype == dtype:
+                outs = run(fetch, {name: a, threshold: self._thr0[0]}, None)
+                if outs[1][0]:
+                    return Result(outs[0], self._one[0][6].copy())
+                return self._run_one(self._after(0, {name: a}, outs), self._thr0, 1)
         feeds, n = self._feeds(x)
         thr = self._thr0 if thresholds is None else [
             np.array(t, dtype=np.float32) for t in self._resolve_thresholds(thresholds)]

@@ -267,7 +267,8 @@ def test_one_row_at_a_time_matches_the_batch(single_input: eeopt.Program,
     assert prog._first is not None  # the fast path applies to this program
     batch = prog.run(x)
     assert set(batch.exit.tolist()) == set(range(prog.num_exits))
+    name = prog.input_specs[0].name
     for i in range(x.shape[0]):
-        one = prog.run(x[i:i + 1])
-        assert one.exit.tolist() == [batch.exit[i]]
-        np.testing.assert_allclose(one.logits[0], batch.logits[i], rtol=1e-5, atol=1e-5)
+        for one in (prog.run(x[i:i + 1]), prog.run({name: x[i:i + 1]})):
+            assert one.exit.tolist() == [batch.exit[i]]
+            np.testing.assert_allclose(one.logits[0], batch.logits[i], rtol=1e-5, atol=1e-5)

@@ -64,7 +64,12 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
         "bookkeeping) in the same shuffled blocks as the two models, weighted by the exit mix; "
         "from a separate profile run just before, it would be "
         f"{l1.get('ideal_speedup_profile', float('nan')):.2f}x @1 and "
-        f"{l64.get('ideal_speedup_profile', float('nan')):.2f}x @64.",
+        f"{l64.get('ideal_speedup_profile', float('nan')):.2f}x @64. Each batch size is "
+        "timed in three passes and the pass with the median speedup is reported; the passes "
+        "gave " + "; ".join(
+            f"@{b}: " + ", ".join(f"{q['speedup_mean']:.2f}x (eff. {q['efficiency']:.2f})"
+                                  for q in res["latency"][b].get("passes", []))
+            for b in ("1", "64")) + ".",
         "",
         "Exit fractions: " + ", ".join(f"{o} {f:.1%}" for o, f in
                                        zip(res["kept_outputs"], res["exit_fractions"],

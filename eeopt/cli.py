@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--no-frontier", action="store_true", help="skip the frontier")
     be.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
     be.add_argument("--limit", type=int, default=None, help="use only the first N rows")
+    be.add_argument("--passes", type=int, default=3,
+                    help="timed passes per batch size; the one with the median speedup is "
+                    "reported (default 3)")
     be.add_argument("--json", metavar="OUT.json", help="write the results as JSON")
     be.add_argument("--plot", metavar="OUT.png", help="plot the accuracy-latency frontier")
 
@@ -518,7 +521,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         calib = plan.get("calibration") if plan.get("calibration") != "arrays" else None
     res = run_bench(args.program, args.data, batches=batches, model=args.model,
                     calib=None if args.no_frontier else calib, budgets=budgets,
-                    threads=args.threads, limit=args.limit)
+                    threads=args.threads, limit=args.limit, passes=args.passes)
     print_bench(res)
     if args.json:
         _atomic_text(args.json, json.dumps(res, indent=2) + "\n")

@@ -102,11 +102,14 @@ def test_bench_cli(setup: dict[str, Path]) -> None:
                      "--budget", "2").returncode == 0
     js, png = setup["dir"] / "bench.json", setup["dir"] / "frontier.png"
     p = eeopt_cli("bench", out, "--data", setup["test"], "--batch", "1,16", "--budgets", "1,4",
-                  "--limit", "300", "--json", js, "--plot", png)
+                  "--limit", "300", "--json", js, "--plot", png, "--passes", "3")
     assert p.returncode == 0, p.stderr
     assert "batch 1 mean (headline)" in p.stdout and "frontier" in p.stdout
     res = json.loads(js.read_text())
     assert set(res["latency"]) == {"1", "16"}
+    for lat in res["latency"].values():  # the reported pass is the median of the three
+        speedups = sorted(q["speedup_mean"] for q in lat["passes"])
+        assert len(speedups) == 3 and lat["speedup_mean"] == speedups[1]
     assert sum(res["exit_fractions"]) == pytest.approx(1.0)
     assert len(res["frontier"]) == 2
     assert png.stat().st_size > 10_000

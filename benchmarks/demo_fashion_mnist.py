@@ -29,7 +29,7 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
         "",
         f"Test set: {res['rows']} images; ONNX Runtime CPU, {res['threads']} thread; plain "
         "network = the model cut to its final output, measured in the same process in "
-        "alternating blocks. Rerun: `python benchmarks/demo_fashion_mnist.py`.",
+        "shuffled blocks. Rerun: `python benchmarks/demo_fashion_mnist.py`.",
         "",
         "| | plain | eeopt | ratio |",
         "|---|---|---|---|",

@@ -15,7 +15,7 @@ import datetime as _dt
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -353,6 +353,57 @@ def _measure_corrections(prep: Prepared, sub: Prepared, plan: Any, report: Any,
     return tuple(corr)
 
 
+def _cuts(prep: Prepared) -> Callable[[tuple[int, ...]], Prepared]:
+    """``prepared(kept)``: the analysis of the model cut to the exits ``kept``, made once per
+    kept set."""
+    from eeopt.capture import cut_to_outputs
+
+    outputs = prep.graph.output_names
+    memo: dict[tuple[int, ...], Prepared] = {tuple(range(len(outputs))): prep}
+
+    def prepared(kept: tuple[int, ...]) -> Prepared:
+        if kept not in memo:
+            sub = cut_to_outputs(prep.graph, [outputs[k] for k in kept])
+            memo[kept] = prepare(sub.model, example_inputs=prep.example)
+        return memo[kept]
+
+    return prepared
+
+
+def _closed_loop(prep: Prepared, prepared: Callable[[tuple[int, ...]], Prepared], plan: Any,
+                 report: Any, feeds: dict[str, np.ndarray], policy: str, threads: int | None,
+                 replan: Callable[[Any], Any],
+                 gates: Callable[[tuple[int, ...]], Sequence[Any]] | None = None,
+                 ) -> tuple[Any, Any, tuple[float, ...]]:
+    """Run the planned program on calibration rows, one at a time, correct the cost model by
+    what isolated warm measurements missed (cold caches of stages few rows reach), and plan
+    again with ``replan(report)``. Returns the new plan, the corrected report and the
+    corrections. ``gates(kept)`` gives learned gates for the kept exits."""
+    corrections = _measure_corrections(prep, prepared(plan.kept), plan, report, feeds, policy,
+                                       threads,
+                                       gates=None if gates is None else gates(plan.kept))
+    report = replace(report, corrections_ms=corrections)
+    return replan(report), report, corrections
+
+
+def _plan_record(plan: Any, report: Any, kept_names: list[str], calib: Any,
+                 corrections: Sequence[float]) -> dict[str, Any]:
+    """The plan's manifest record: the plan, what it was calibrated on, and the cost model it
+    was priced with (profile + closed-loop corrections, per kept stage), which `eeopt bench`
+    compares its measurements against."""
+    record = plan.to_dict()
+    record["kept_outputs"] = kept_names
+    record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
+    record["profile_threads"] = report.threads
+    record["cost_corrections_ms"] = list(corrections)
+    stage_costs, prev = [], -1
+    for k in plan.kept:
+        stage_costs.append(report.stage_cost(prev, k).to_dict())
+        prev = k
+    record["cost_model"] = {"plain": report.plain.to_dict(), "stages": stage_costs}
+    return record
+
+
 def _plan(
     prep: Prepared, calib: Any, budget: float, policy: str, guarantee: float | None,
     threads: int | None, batch: int, progress: bool, report: Any = None,
@@ -361,7 +412,6 @@ def _plan(
     """Profile, calibrate and plan; return the analysis of the model cut to the kept exits,
     the kept exits' thresholds and the plan's manifest record."""
     from eeopt.calibrate import calibrate, load_labelled
-    from eeopt.capture import cut_to_outputs
     from eeopt.plan import Calibration, exit_benefit, plan_exits
     from eeopt.profile import profile_model
 
@@ -377,43 +427,22 @@ def _plan(
     else:
         assert feeds is not None
         cal = calibrate(prep.graph, feeds, labels, progress=progress)
-    plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
-                      guarantee=guarantee, margin_z=margin)
+
+    def replan(rep: Any) -> Any:
+        return plan_exits(cal, rep, budget_pp=budget, policy=policy, batch=batch,
+                          guarantee=guarantee, margin_z=margin)
+
+    plan = replan(report)
     outputs = prep.graph.output_names
-    preps: dict[tuple[int, ...], Prepared] = {tuple(range(len(outputs))): prep}
-
-    def prepared(kept: tuple[int, ...]) -> Prepared:
-        """The analysis of the model cut to ``kept``, made once per kept set."""
-        if kept not in preps:
-            sub = cut_to_outputs(prep.graph, [outputs[k] for k in kept])
-            preps[kept] = prepare(sub.model, example_inputs=prep.example)
-        return preps[kept]
-
+    prepared = _cuts(prep)
     corrections: tuple[float, ...] = ()
     if feeds is not None and batch == 1 and len(plan.kept) > 1:
-        # closed loop: run the planned program on calibration rows, one at a time, and
-        # correct the cost model by what isolated warm measurements missed (cold caches of
-        # stages few rows reach), then plan again
-        corrections = _measure_corrections(prep, prepared(plan.kept), plan, report, feeds,
-                                           policy, threads)
-        report = replace(report, corrections_ms=corrections)
-        plan = plan_exits(cal, report, budget_pp=budget, policy=policy, batch=batch,
-                          guarantee=guarantee, margin_z=margin)
+        plan, report, corrections = _closed_loop(prep, prepared, plan, report, feeds, policy,
+                                                 threads, replan)
     kept = [outputs[k] for k in plan.kept]
     logger.info("plan: keep %s, thresholds %s, predicted %.2fx", kept, plan.thresholds,
                 plan.predicted_speedup)
-    record = plan.to_dict()
-    record["kept_outputs"] = kept
-    record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
-    record["profile_threads"] = report.threads
-    record["cost_corrections_ms"] = list(corrections)
-    # the cost model the plan was priced with (profile + closed-loop corrections), per kept
-    # stage: what `eeopt bench` compares its measurements against
-    stage_costs, prev = [], -1
-    for k in plan.kept:
-        stage_costs.append(report.stage_cost(prev, k).to_dict())
-        prev = k
-    record["cost_model"] = {"plain": report.plain.to_dict(), "stages": stage_costs}
+    record = _plan_record(plan, report, kept, calib, corrections)
     if policy != "patience":
         record["exit_benefit"] = exit_benefit(cal, report, budget_pp=budget, policy=policy,
                                               batch=batch)

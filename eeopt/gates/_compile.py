@@ -126,8 +126,7 @@ def compile_learned(
     Ready ``gates`` (trained elsewhere, on other rows) skip training: the planner then uses
     every row of ``calib``."""
     from eeopt.backends.ort import configure_threads
-    from eeopt.capture import cut_to_outputs
-    from eeopt.compiler import _emit, _measure_corrections, prepare
+    from eeopt.compiler import _closed_loop, _cuts, _emit, _plan_record, prepare
     from eeopt.manifest import sha256_file
     from eeopt.plan import plan_exits
 
@@ -191,21 +190,11 @@ def compile_learned(
         return replace(p, policy=policy)
 
     plan = do_plan(report)
-    preps: dict[tuple[int, ...], Any] = {tuple(range(k)): prep}
-
-    def prepared(kept: tuple[int, ...]) -> Any:
-        if kept not in preps:
-            sub = cut_to_outputs(prep.graph, [outputs[i] for i in kept])
-            preps[kept] = prepare(sub.model, example_inputs=prep.example)
-        return preps[kept]
-
+    prepared = _cuts(prep)
     corrections: tuple[float, ...] = ()
     if plan_batch == 1 and len(plan.kept) > 1:
-        corrections = _measure_corrections(prep, prepared(plan.kept), plan, report, feeds,
-                                           policy, threads,
-                                           gates=gates.learned_gates(plan.kept))
-        report = replace(report, corrections_ms=corrections)
-        plan = do_plan(report)
+        plan, report, corrections = _closed_loop(prep, prepared, plan, report, feeds, policy,
+                                                 threads, do_plan, gates=gates.learned_gates)
     kept_names = [outputs[i] for i in plan.kept]
     logger.info("plan (%s): keep %s, thresholds %s, predicted %.2fx", policy, kept_names,
                 plan.thresholds, plan.predicted_speedup)
@@ -213,11 +202,8 @@ def compile_learned(
         raise UnsupportedModelError(
             f"no early exit pays off within a {budget} pp budget on this data with --policy "
             f"{policy}: the plan keeps only the final classifier; raise --budget")
-    record = plan.to_dict()
-    record.update(kept_outputs=kept_names,
-                  calibration=str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays",
-                  profile_threads=report.threads, cost_corrections_ms=list(corrections),
-                  gate_train_rows=int(gates.info.get("train_rows", 0)),
+    record = _plan_record(plan, report, kept_names, calib, corrections)
+    record.update(gate_train_rows=int(gates.info.get("train_rows", 0)),
                   plan_rows=int(plan_data.rows))
     return _emit(prepared(plan.kept), dest, list(plan.thresholds), policy, threads=threads,
                  verify=verify, force=force, plan_record=record, source=source,

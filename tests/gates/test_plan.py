@@ -50,6 +50,8 @@ def test_planned_compile(demo: dict[str, object], tmp_path: Path) -> None:
     assert plan["gate_train_rows"] == 400
     assert all(0.0 <= t <= 1.0 for t in prog.thresholds)
     assert plan["kept_outputs"][-1] == prep_last(demo)
+    # the cost model the plan was priced with, per kept stage, for `eeopt bench` to check
+    assert len(plan["cost_model"]["stages"]) == len(plan["kept_outputs"])
     test = demo["test"]
     assert isinstance(test, dict)
     res = prog.run(test)

@@ -169,7 +169,9 @@ def test_custom_op_gate_compiles_into_the_stage(tmp_path: Path) -> None:
     feeds = {"x": x.numpy(), "mask": mask.numpy()}
     with torch.no_grad():
         outs = [o.numpy() for o in model(x, mask)]
-    thr = [float(np.median(gate_features(o)[:, 2])) for o in outs[:-1]]
+    # between two rows' margins, never on one: a row whose margin equals its threshold
+    # exits or not by the last bit of float rounding, which differs between the backends
+    thr = [float(np.mean(np.sort(gate_features(o)[:, 2])[15:17])) for o in outs[:-1]]
     prog = eeopt.compile(model, tmp_path / "op", example_inputs=ex, thresholds=thr,
                          policy="margin", backend="aoti", gate="op", threads=1)
     assert prog.manifest.settings["gate"] == "op"

@@ -1,13 +1,13 @@
 PY ?= python3
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install cpp demo test lint gpu-check
+.PHONY: help install cpp demo test lint layers gpu-check
 
 help:
 	@echo "make demo     install, then compile the Fashion-MNIST demo and benchmark it"
-	@echo "make test     install, build the C++ runtime, then run the test suite"
+	@echo "make test     install, build the C++ runtime, check the layers, then run the test suite"
 	@echo "make cpp      build the C++ runtime (build/cpp) and run its unit tests"
-	@echo "make lint     ruff + mypy"
+	@echo "make lint     ruff + mypy + the layer contracts (lint-imports)"
 	@echo "make gpu-check  on a CUDA machine: gpu tests + GPU benchmark -> benchmarks/results/gpu-<date>"
 
 install:
@@ -20,12 +20,18 @@ cpp:
 	bash scripts/install_cpp.sh
 	PY=$(PY) bash scripts/build_cpp.sh
 
-test: install cpp
+# the import-linter contracts in pyproject.toml, on the installed layout (passes/ and kernels/
+# as eeopt.passes and eeopt.kernels)
+layers:
+	PY=$(PY) bash scripts/lint_imports.sh
+
+test: install cpp layers
 	$(PY) -m pytest -q
 
-lint:
+lint: layers
 	$(PY) -m ruff check eeopt passes kernels tests scripts benchmarks
 	$(PY) -m mypy eeopt passes kernels
+	$(PY) scripts/import_graph.py
 
 # needs a CUDA build of torch and eeopt installed; deliberately does not run `make install`
 gpu-check:

@@ -43,10 +43,10 @@ def _export(work: Path) -> dict[str, Path]:
     import onnx
     import torch
 
-    from eeopt.capture import cut_to_outputs, export_torch
-    from eeopt.graph import ModelGraph
+    from eeopt.frontend import ModelGraph, export_torch
     from eeopt.models.demo_cnn import load_demo_cnn
     from eeopt.models.tiny_cnn import load_tiny_cnn
+    from eeopt.passes import cut_to_outputs
 
     work.mkdir(parents=True, exist_ok=True)
     x = torch.rand(2, 1, 28, 28)
@@ -65,7 +65,7 @@ def _export(work: Path) -> dict[str, Path]:
 
 
 def _session_runner(path: Path) -> Any:
-    from eeopt.backends.ort import make_session
+    from eeopt.runtime import make_session
 
     sess = make_session(Path(path).read_bytes())
     name = sess.get_outputs()[-1].name
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     budgets = tuple(float(b) for b in args.budgets.split(","))
 
-    from eeopt.backends.ort import configure_threads
+    from eeopt.runtime import configure_threads
 
     configure_threads(1)
     import torch
@@ -113,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     import eeopt
-    from eeopt.bench import compare_batch1, compare_throughput, run_bench
+    from eeopt.analysis import model_macs
+    from eeopt.bench import run_bench
     from eeopt.cascade import compile_cascade
     from eeopt.data import load_fashion_mnist
-    from eeopt.profile import model_macs
+    from eeopt.measure import compare_batch1, compare_throughput
 
     t_start = time.perf_counter()
     say = lambda msg: print(msg, flush=True)  # noqa: E731

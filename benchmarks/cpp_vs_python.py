@@ -32,8 +32,8 @@ RERUN = "python benchmarks/cpp_vs_python.py"
 
 
 class _TimedRun:
-    """Wraps a stage's session call (``Program._hot[k].run``, ONNX Runtime's binding) and adds
-    up the time spent in it."""
+    """Wraps a stage's session call (ONNX Runtime's binding, through
+    ``OrtProgram.instrument``) and adds up the time spent in it."""
 
     def __init__(self, run: Any) -> None:
         self.inner = run
@@ -80,23 +80,19 @@ class PythonBench:
 
         self.prog = eeopt.load(program_dir, threads=1)
         self.chunks = _chunks(x, batch)
-        hot = getattr(self.prog, "_hot", None)
-        if hot is None:
-            raise SystemExit("eeopt.runtime.Program no longer has _hot; update this benchmark")
-        self.hot = list(hot)
-        self.plain = [h.run for h in self.hot]
-        self.timed = [_TimedRun(r) for r in self.plain]
+        self.timed = [_TimedRun(None) for _ in range(self.prog.num_exits)]
 
-    def _use(self, runs: list[Any]) -> None:
-        import dataclasses
+    def _use(self, timed: bool) -> None:
+        def wrap(k: int, run: Any) -> Any:
+            self.timed[k].inner = run
+            return self.timed[k]
 
-        # the runtime's hot loop makes these session calls (Program._hot, a private field)
-        self.prog._hot = [dataclasses.replace(h, run=r)
-                          for h, r in zip(self.hot, runs, strict=True)]
+        # every session call the runtime's run loop makes goes through the wrapper
+        self.prog.instrument(wrap if timed else None)
 
     def run(self, runs: int, warmup: int) -> dict[str, list[float]]:
         n = len(self.chunks)
-        self._use(self.plain)
+        self._use(False)
         for i in range(warmup):
             self.prog.run(self.chunks[i % n])
         plain = []
@@ -104,7 +100,7 @@ class PythonBench:
             t0 = time.perf_counter_ns()
             self.prog.run(self.chunks[r % n])
             plain.append((time.perf_counter_ns() - t0) / 1e3)
-        self._use(self.timed)
+        self._use(True)
         total, session, stages = [], [], []
         for r in range(runs):
             for t in self.timed:
@@ -114,7 +110,7 @@ class PythonBench:
             total.append((time.perf_counter_ns() - t0) / 1e3)
             session.append(sum(t.ns for t in self.timed) / 1e3)
             stages.append(sum(t.calls for t in self.timed))
-        self._use(self.plain)
+        self._use(False)
         return {"total_us": total, "session_us": session, "stages_run": stages, "plain_us": plain}
 
 

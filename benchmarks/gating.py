@@ -66,7 +66,7 @@ def interleaved(runners: dict[str, Callable[[dict[str, np.ndarray]], object]],
                 warmup: int = 20) -> dict[str, dict[str, float]]:
     """Per runner, latency over the same chunks of the first ``rows`` rows, in shuffled
     blocks (``eeopt.bench.time_interleaved``)."""
-    from eeopt.bench import time_interleaved
+    from eeopt.measure import time_interleaved
 
     sub = {k: v[:rows] for k, v in feeds.items()}
     stats = time_interleaved(runners, sub, batch, warmup=warmup, block=block,
@@ -80,7 +80,7 @@ def offline_curves(gates_data: Any, test_data: Any, profile: Any, seed: int) -> 
     """Accuracy against the profile's expected ms per row, on test, with no compile."""
     from eeopt.gates import jei_paper_exits, train_gates
     from eeopt.kernels.reference import gate_features
-    from eeopt.plan import simulate_exits
+    from eeopt.planning import simulate_exits
 
     k = test_data.num_exits
     cum = np.asarray(profile.cumulative_ms(list(range(k))))
@@ -113,7 +113,7 @@ def offline_curves(gates_data: Any, test_data: Any, profile: Any, seed: int) -> 
 
 def run(out_dir: Path, *, budget: float, limit: int | None, b1_rows: int, seed: int
         ) -> dict[str, Any]:
-    from eeopt.backends.ort import configure_threads
+    from eeopt.runtime import configure_threads
 
     configure_threads(1)
     import onnx
@@ -121,15 +121,14 @@ def run(out_dir: Path, *, budget: float, limit: int | None, b1_rows: int, seed: 
 
     torch.set_num_threads(1)
     import eeopt
-    from eeopt.backends.ort import make_session
-    from eeopt.capture import cut_to_outputs, export_torch
-    from eeopt.compiler import prepare
+    from eeopt.build import analyse_model
     from eeopt.data import load_dataset
-    from eeopt.gates import collect_gate_data, train_gates
-    from eeopt.gates._compile import TRAIN_FRACTION, _split
-    from eeopt.graph import ModelGraph
+    from eeopt.frontend import ModelGraph, export_torch
+    from eeopt.gates import TRAIN_FRACTION, collect_gate_data, split_rows, train_gates
+    from eeopt.measure import profile_model
     from eeopt.models.demo_cnn import load_demo_cnn
-    from eeopt.profile import profile_model
+    from eeopt.passes import cut_to_outputs
+    from eeopt.runtime import make_session
 
     def say(msg: str) -> None:
         print(msg, flush=True)
@@ -139,7 +138,7 @@ def run(out_dir: Path, *, budget: float, limit: int | None, b1_rows: int, seed: 
     model_path = out_dir / "model.onnx"
     proto = export_torch(load_demo_cnn(), torch.rand(2, 1, 28, 28))
     onnx.save(proto, model_path)
-    prep = prepare(str(model_path))
+    prep = analyse_model(str(model_path))
     name = prep.inputs[0].name
     xv, yv = load_dataset("fashion-mnist:val")
     xt, yt = load_dataset("fashion-mnist:test")
@@ -153,7 +152,7 @@ def run(out_dir: Path, *, budget: float, limit: int | None, b1_rows: int, seed: 
     say("running every exit on val and test")
     val_data = collect_gate_data(prep, val, yv, progress=False)
     test_data = collect_gate_data(prep, test, yt, progress=False)
-    tr, pl = _split(val_data.rows, TRAIN_FRACTION, seed)
+    tr, pl = split_rows(val_data.rows, TRAIN_FRACTION, seed)
     cum = np.asarray(report.cumulative_ms(list(range(val_data.num_exits))))
     plan_feeds = {name: np.ascontiguousarray(xv[pl])}
 

@@ -152,7 +152,7 @@ def bench(res: dict[str, Any], thr: list[float], args: argparse.Namespace) -> No
 
     import eeopt
     from eeopt.models.demo_cnn import load_demo_cnn
-    from eeopt.runtime_torch import load_torch
+    from eeopt.runtime import load_torch
 
     dev = torch.device("cuda")
     model = load_demo_cnn().to(dev).eval()

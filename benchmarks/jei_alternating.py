@@ -50,7 +50,7 @@ BOOT = 500
 
 
 def _train(run_dir: Path, epochs: int, seed: int) -> None:
-    from eeopt.train import cli as train_cli
+    from eeopt.cli import train as train_cli
 
     p = argparse.ArgumentParser()
     train_cli.add_parser(p.add_subparsers())
@@ -104,19 +104,25 @@ FRONTIER_AT = (0.20, 0.22, 0.25, 0.30, 0.35, 0.45)
 
 
 def run(run_dir: Path | None, epochs: int, seed: int) -> dict[str, Any]:
-    from eeopt.backends.ort import configure_threads
+    from eeopt.runtime import configure_threads
 
     configure_threads(1)
     import torch
 
     torch.set_num_threads(1)
     import eeopt
-    from eeopt.compiler import prepare
+    from eeopt.build import analyse_model
     from eeopt.data import load_dataset
-    from eeopt.gates import GateSet, collect_gate_data, jei_paper_exits, train_gates
-    from eeopt.gates._compile import TRAIN_FRACTION, _split
+    from eeopt.gates import (
+        TRAIN_FRACTION,
+        GateSet,
+        collect_gate_data,
+        jei_paper_exits,
+        split_rows,
+        train_gates,
+    )
+    from eeopt.measure import profile_model
     from eeopt.models.demo_cnn import count_exit_macs, load_demo_cnn
-    from eeopt.profile import profile_model
 
     t0 = time.time()
     work = Path(tempfile.mkdtemp(prefix="jei-alt-"))
@@ -131,7 +137,7 @@ def run(run_dir: Path | None, epochs: int, seed: int) -> dict[str, Any]:
         gates = GateSet.load(run_dir / "gates.npz")
         counts = count_exit_macs(load_demo_cnn())
         seg, head = counts["segment"], counts["head"]
-        prep = prepare(model)
+        prep = analyse_model(model)
         name = prep.inputs[0].name
         xv, yv = load_dataset("fashion-mnist:val")
         xt, yt = load_dataset("fashion-mnist:test")
@@ -142,7 +148,7 @@ def run(run_dir: Path | None, epochs: int, seed: int) -> dict[str, Any]:
         report = profile_model(model, threads=1, progress=False)
         val_data = collect_gate_data(prep, val, yv, progress=False)
         test_data = collect_gate_data(prep, test, yt, progress=False)
-        tr, pl = _split(val_data.rows, TRAIN_FRACTION, seed)
+        tr, pl = split_rows(val_data.rows, TRAIN_FRACTION, seed)
         cum = np.asarray(report.cumulative_ms(list(range(val_data.num_exits))))
         only = train_gates("jei", val_data.subset(tr), lam=LAM, time_frac=cum / cum[-1],
                            seed=seed, progress=False)
@@ -200,7 +206,7 @@ def run(run_dir: Path | None, epochs: int, seed: int) -> dict[str, Any]:
                               "exit_fractions": (np.bincount(ex, minlength=4) / len(yt)).tolist(),
                               "expected_macs": _program_macs(ex, [0, 1, 2, 3], seg, head)}
         # offline frontiers on test: one global threshold per scorer, every head kept
-        from eeopt.capture import export_torch
+        from eeopt.frontend import export_torch
         from eeopt.kernels.reference import logit_gate_features
 
         def maxprob(zs: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -209,7 +215,7 @@ def run(run_dir: Path | None, epochs: int, seed: int) -> dict[str, Any]:
         import onnx
 
         onnx.save(export_torch(load_demo_cnn(), torch.rand(2, 1, 28, 28)), work / "orig.onnx")
-        prep0 = prepare(str(work / "orig.onnx"))
+        prep0 = analyse_model(str(work / "orig.onnx"))
         val0 = collect_gate_data(prep0, {prep0.inputs[0].name: val[name]}, yv, progress=False)
         test0 = collect_gate_data(prep0, {prep0.inputs[0].name: test[name]}, yt, progress=False)
         only0 = train_gates("jei", val0.subset(tr), lam=LAM, seed=seed, progress=False)

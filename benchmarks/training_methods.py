@@ -41,9 +41,8 @@ if str(ROOT) not in sys.path:
 from eeopt.bench import ece  # noqa: E402
 from eeopt.data import load_dataset  # noqa: E402
 from eeopt.models.demo_cnn import DemoCNN, count_exit_macs  # noqa: E402
-from eeopt.plan import pick_global_threshold  # noqa: E402
-from eeopt.train import OBJECTIVES, fit, predict  # noqa: E402
-from eeopt.train._augment import gaussian_noise, shift  # noqa: E402
+from eeopt.planning import pick_global_threshold  # noqa: E402
+from eeopt.train import OBJECTIVES, fit, gaussian_noise, predict, shift  # noqa: E402  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 BUDGETS_PP = [0.0, 0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 15.0, 20.0]
@@ -88,7 +87,7 @@ def _reach_accuracy(logits: list[np.ndarray], labels: np.ndarray) -> list[dict[s
 def _curve(val: list[np.ndarray], val_y: np.ndarray, test: list[np.ndarray], test_y: np.ndarray,
            cum_macs: list[int]) -> list[dict[str, Any]]:
     from eeopt.kernels.reference import gate_features
-    from eeopt.plan import simulate_exits
+    from eeopt.planning import simulate_exits
 
     rows = []
     correct = np.stack([z.argmax(1) == test_y for z in test])
@@ -114,7 +113,7 @@ def _sweep(test: list[np.ndarray], test_y: np.ndarray, cum_macs: list[int]
            ) -> list[dict[str, float]]:
     """Test accuracy and expected MACs for a fixed grid of shared max-prob thresholds."""
     from eeopt.kernels.reference import gate_features
-    from eeopt.plan import simulate_exits
+    from eeopt.planning import simulate_exits
 
     correct = np.stack([z.argmax(1) == test_y for z in test])
     scores = [gate_features(z)[:, 0] for z in test[:-1]]

@@ -2,29 +2,38 @@
 
     program = eeopt.compile("model.onnx", "program/", threshold=0.9)
     result = eeopt.load("program/").run(x)    # result.logits [N, C], result.exit [N]
+
+The names below load on first use, so that ``import eeopt`` stays cheap and an application
+that only runs programs (``eeopt.load``) imports the runtime alone: no compiler, no onnx, no
+torch. The packages, lowest layer first: errors, program and kernels; runtime; frontend;
+analysis; passes; build and planning; measure; compiler; gates; bench, cascade and train; cli.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from eeopt.version import __version__
 
 __all__ = ["__version__", "compile", "compile_cascade", "load", "Program", "Result"]
 
+#: public name -> the module that defines it (imported on first use)
+_LAZY = {
+    "compile": "eeopt.compiler",
+    "compile_cascade": "eeopt.cascade",
+    "load": "eeopt.runtime",
+    "Program": "eeopt.runtime",
+    "Result": "eeopt.runtime",
+}
+
 
 def __getattr__(name: str) -> Any:
-    # Lazy: `import eeopt` stays cheap and never imports torch.
-    if name == "compile":
-        from eeopt.compiler import compile
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'eeopt' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
 
-        return compile
-    if name == "compile_cascade":
-        from eeopt.cascade import compile_cascade
 
-        return compile_cascade
-    if name in ("load", "Program", "Result"):
-        from eeopt import runtime
-
-        return getattr(runtime, name)
-    raise AttributeError(f"module 'eeopt' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -22,38 +22,30 @@ import logging
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from eeopt.bench import format_bench, plot_frontier, run_bench
+from eeopt.compiler import compile as compile_model
+from eeopt.errors import EEOptError
+from eeopt.frontend import ModelGraph, export_torch
+from eeopt.passes import cut_to_outputs
+from eeopt.program import write_file
+from eeopt.runtime import configure_threads
 
 __all__ = ["main", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
-
-
 def run_demo(out: Path, *, budget_pp: float = 0.5, threads: int = 1, weights: str | None = None,
              limit: int | None = None,
              budgets: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)) -> dict[str, Any]:
-    from eeopt.backends.ort import configure_threads
-
     configure_threads(threads)  # before any session: one global pool for everything below
 
     import torch
 
-    import eeopt
-    from eeopt.bench import plot_frontier, run_bench
-    from eeopt.capture import cut_to_outputs, export_torch
-    from eeopt.cli import print_bench
-    from eeopt.graph import ModelGraph
-    from eeopt.models.demo_cnn import load_demo_cnn
+    from eeopt.models import load_demo_cnn
 
     def say(msg: str) -> None:
         print(msg, flush=True)
@@ -62,14 +54,14 @@ def run_demo(out: Path, *, budget_pp: float = 0.5, threads: int = 1, weights: st
     say(f"[1/3] exporting the DemoCNN to {out / 'model.onnx'}")
     model = load_demo_cnn(weights)
     proto = export_torch(model, torch.rand(2, 1, 28, 28))
-    _atomic_write(out / "model.onnx", proto.SerializeToString())
+    write_file(out / "model.onnx", proto.SerializeToString())
     plain = cut_to_outputs(ModelGraph(proto), [proto.graph.output[-1].name]).model
-    _atomic_write(out / "plain.onnx", plain.SerializeToString())
+    write_file(out / "plain.onnx", plain.SerializeToString())
 
     prog_dir = out / "program"
     say(f"[2/3] compiling {prog_dir}: profiling every exit, planning on fashion-mnist:val "
         f"for <= {budget_pp:g} pp")
-    program = eeopt.compile(out / "model.onnx", prog_dir, calib="fashion-mnist:val",
+    program = compile_model(out / "model.onnx", prog_dir, calib="fashion-mnist:val",
                             budget=budget_pp, threads=threads, force=True, progress=True)
     plan = program.manifest.plan or {}
     say(f"      kept {', '.join(plan.get('kept_outputs', []))}; thresholds "
@@ -85,10 +77,10 @@ def run_demo(out: Path, *, budget_pp: float = 0.5, threads: int = 1, weights: st
     res["plan"] = plan
     res["machine"] = {"python": platform.python_version(), "processor": platform.processor(),
                       "cpus": os.cpu_count()}
-    _atomic_write(out / "results.json", (json.dumps(res, indent=2) + "\n").encode())
+    write_file(out / "results.json", json.dumps(res, indent=2) + "\n")
     plot_frontier(res, str(out / "frontier.png"))
     say("")
-    print_bench(res)
+    print(format_bench(res))
     say(f"\nwrote {out / 'results.json'} and {out / 'frontier.png'}")
     return res
 
@@ -104,8 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=None, help="use only the first N test images")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from eeopt.errors import EEOptError
-
     try:
         run_demo(Path(args.out), budget_pp=args.budget, threads=args.threads,
                  weights=args.weights, limit=args.limit)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from eeopt.errors import EEOptError, PassError
-from eeopt.graph import ModelGraph
+from eeopt.frontend import ModelGraph
 
 __all__ = ["Pass", "PassResult", "PassManager"]
 
@@ -18,11 +18,14 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PassResult:
-    """What a pass returns: the (possibly new) graph, whether it changed, and its counters."""
+    """What a pass returns: the (possibly new) graph, whether it changed, its counters, and
+    anything else it made that its caller needs (``info``; FuseGate: the gate it fused). A
+    pass keeps no result on itself."""
 
     graph: ModelGraph
     modified: bool
     stats: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Pass:
@@ -53,8 +56,8 @@ class Pass:
             self.ensures(result.graph)
         except PassError:
             raise
-        except EEOptError as exc:
-            raise PassError(f"pass {self.name} failed (after: {ran}): {exc}") from exc
+        except EEOptError as exc:  # (the template keeps the settings it names marked)
+            raise PassError(f"pass {self.name} failed (after: {ran}): {exc.template}") from exc
         except Exception as exc:  # a bug or an unexpected model: name the pass
             raise PassError(
                 f"pass {self.name} failed (after: {ran}): {type(exc).__name__}: {exc}"
@@ -63,7 +66,8 @@ class Pass:
 
 
 class PassManager:
-    """Runs an explicit list of passes in order, logging what each one changed."""
+    """Runs an explicit list of passes in order, logging what each one changed. Its result
+    holds each pass's stats and info under the pass's name."""
 
     def __init__(self, passes: Sequence[Pass]) -> None:
         self.passes = list(passes)
@@ -72,6 +76,7 @@ class PassManager:
         history: list[str] = []
         modified = False
         stats: dict[str, Any] = {}
+        info: dict[str, Any] = {}
         for p in self.passes:
             t0 = time.perf_counter()
             result = p(graph, history=history)
@@ -82,5 +87,7 @@ class PassManager:
             graph = result.graph
             modified |= result.modified
             stats[p.name] = result.stats
+            if result.info:
+                info[p.name] = result.info
             history.append(p.name)
-        return PassResult(graph=graph, modified=modified, stats=stats)
+        return PassResult(graph=graph, modified=modified, stats=stats, info=info)

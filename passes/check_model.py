@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx
 
-from eeopt.errors import UnsupportedModelError
-from eeopt.graph import ModelGraph
+from eeopt.errors import UnsupportedModelError, first_line
+from eeopt.frontend import ModelGraph
 from eeopt.passes._infra import Pass, PassResult
 
 __all__ = ["CheckModel"]
@@ -21,6 +21,6 @@ class CheckModel(Pass):
         try:
             onnx.checker.check_model(graph.model, full_check=True)
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UnsupportedModelError(f"{self.what} is not valid ONNX: {first}") from exc
         return PassResult(graph, False, {})

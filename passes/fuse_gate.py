@@ -5,7 +5,8 @@ Outputs added: the decision ``[N]`` bool and, with ``features=True``, the gate f
 rest of the gate at batch 1). Input added: the scalar threshold, so thresholds change without a
 recompile.
 The patience policy also reads the previous exit's argmax and streak and writes this exit's, as
-int64 ``[N]`` tensors the runtime carries like any other.
+int64 ``[N]`` tensors the runtime carries like any other. The gate it fused (its decision,
+features and carried state, with their types) comes back in ``PassResult.info["gate"]``.
 """
 
 from __future__ import annotations
@@ -14,24 +15,15 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from eeopt.capture import BATCH
 from eeopt.errors import PreconditionError
-from eeopt.graph import ModelGraph
-from eeopt.kernels.onnx_gate import GateSubgraph, build_gate
+from eeopt.frontend import ModelGraph
+from eeopt.kernels.onnx_gate import build_gate
 from eeopt.kernels.onnx_learned_gate import LearnedGate, build_learned_gate
 from eeopt.kernels.reference import GATE_FEATURES
 from eeopt.passes._infra import Pass, PassResult
+from eeopt.program import BATCH, GATE_PREFIX, THRESHOLD_INPUT, gate_prefix
 
-__all__ = ["FuseGate", "THRESHOLD_INPUT", "GATE_PREFIX", "gate_prefix"]
-
-THRESHOLD_INPUT = "eeopt_threshold"
-GATE_PREFIX = "eeopt_gate"
-
-
-def gate_prefix(stage: int) -> str:
-    """Names of stage k's gate tensors start with this (unique per stage, so that carried
-    gate state from one stage never collides with the next stage's)."""
-    return f"{GATE_PREFIX}{stage}"
+__all__ = ["FuseGate"]
 
 
 class FuseGate(Pass):
@@ -45,7 +37,6 @@ class FuseGate(Pass):
         self.policy = policy
         self.prefix = gate_prefix(stage)
         self.prev_state = prev_state
-        self.gate: GateSubgraph | None = None
 
     def _made(self, graph: ModelGraph) -> set[str]:
         names = set(graph.initializer_names)
@@ -78,12 +69,11 @@ class FuseGate(Pass):
                 raise PreconditionError(
                     f"the {learned.policy} gate of stage {self.stage} reads "
                     f"{learned.tensor!r}, which this stage neither computes nor receives; "
-                    "retrain the gates for this model (or choose another --policy)")
+                    "retrain the gates for this model (or choose another {policy})")
             prev = gate_prefix(self.stage - 1) if self.stage > 0 else None
             gate = build_learned_gate(learned, self.logits, THRESHOLD_INPUT, opset=graph.opset,
                                       prefix=self.prefix, prev_prefix=prev)
             policy = learned.policy
-        self.gate = gate
         model = onnx.ModelProto()
         model.CopyFrom(graph.model)
         g = model.graph
@@ -107,7 +97,7 @@ class FuseGate(Pass):
                 gate.features, onnx.TensorProto.FLOAT, [BATCH, len(GATE_FEATURES)]))
         g.output.extend(info(n) for n in gate.state_outputs)
         return PassResult(ModelGraph(model), True, {"gate_nodes": len(gate.nodes),
-                                                    "policy": policy})
+                                                    "policy": policy}, {"gate": gate})
 
     def ensures(self, graph: ModelGraph) -> None:
         outs = set(graph.output_names)

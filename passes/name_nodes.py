@@ -6,7 +6,7 @@ import logging
 
 import onnx
 
-from eeopt.graph import ModelGraph
+from eeopt.frontend import ModelGraph
 from eeopt.passes._infra import Pass, PassResult
 
 __all__ = ["NameNodes"]

@@ -6,7 +6,7 @@ import logging
 
 import onnx
 
-from eeopt.graph import ModelGraph, node_inputs
+from eeopt.frontend import ModelGraph, node_inputs
 from eeopt.passes._infra import Pass, PassResult
 
 __all__ = ["RemoveDeadNodes"]

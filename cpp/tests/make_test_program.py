@@ -23,14 +23,14 @@ try:
     from onnx import TensorProto, helper
 
     from eeopt import __version__
-    from eeopt.manifest import (
+    from eeopt.program import (
         GateSpec,
         Manifest,
         StageSpec,
         TensorSpec,
         save_manifest,
         sha256_file,
-        write_program_dir,
+        write_dir,
     )
 except ImportError as exc:  # ctest: exit 77 marks the fixture (and the tests needing it) skipped
     if __name__ != "__main__":
@@ -125,7 +125,7 @@ def write(out: Path, thresholds: tuple[float, float] = (0.5, 0.5)) -> Path:
             num_classes=4, stages=tuple(stages), source={"file": "make_test_program.py"},
         ), tmp)
 
-    write_program_dir(out, fill, force=True)
+    write_dir(out, fill, force=True)
     return out
 
 

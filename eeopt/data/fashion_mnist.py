@@ -29,6 +29,8 @@ __all__ = [
     "VAL_SIZE",
     "data_dir",
     "load_fashion_mnist",
+    "load_official",
+    "split_indices",
 ]
 
 logger = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ def _read_idx(path: Path, magic: int, ndim: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=4)
-def _load_official(part: str, directory: str) -> tuple[np.ndarray, np.ndarray]:
+def load_official(part: str, directory: str) -> tuple[np.ndarray, np.ndarray]:
     """Decode one official part (``train`` or ``test``) into read-only float32/int64 arrays."""
     image_file, label_file, count = _FILES[part]
     root = Path(directory)
@@ -124,7 +126,7 @@ def _load_official(part: str, directory: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=4)
-def _split_indices(total: int) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(total: int) -> tuple[np.ndarray, np.ndarray]:
     """The fixed train/val index partition of the official training set."""
     perm = np.random.default_rng(SPLIT_SEED).permutation(total)
     train_idx = np.sort(perm[VAL_SIZE:])
@@ -137,9 +139,9 @@ def _split_indices(total: int) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=8)
 def _load_split(split: str, directory: str) -> tuple[np.ndarray, np.ndarray]:
     if split == "test":
-        return _load_official("test", directory)
-    images, labels = _load_official("train", directory)
-    train_idx, val_idx = _split_indices(len(labels))
+        return load_official("test", directory)
+    images, labels = load_official("train", directory)
+    train_idx, val_idx = split_indices(len(labels))
     idx = train_idx if split == "train" else val_idx
     sub_images, sub_labels = images[idx], labels[idx]
     sub_images.flags.writeable = False

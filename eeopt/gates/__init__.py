@@ -5,6 +5,9 @@
     eeopt.compile(model, "program/", policy="jei", gates=gates, threshold=0.5)
     eeopt.compile(model, "program/", policy="jei", calib="fashion-mnist:val", budget=0.5)
 
+The compile itself is ``eeopt.compile(..., policy=...)`` (``eeopt.compiler.learned``); this
+package trains the gates and gives the planner their scores.
+
 Policies (``LEARNED_POLICIES``), each a small network whose weights are fused into the stage:
 
 - ``jei``: JEI-DNN (arXiv 2310.09163) gates, trained on oracle exits ``argmin CE + lambda c``;
@@ -19,14 +22,15 @@ design are in ``docs/gating.md``.
 
 from __future__ import annotations
 
-from eeopt.gates._compile import (
+from eeopt.gates._data import GateData, collect_gate_data, earliest_correct, exit_costs
+from eeopt.gates._nets import GateNet, gate_net_from, torch_logit_features, torch_pool
+from eeopt.gates._planning import (
     TRAIN_FRACTION,
     LearnedCalibration,
-    compile_learned,
     learned_grid,
     load_gate_data,
+    split_rows,
 )
-from eeopt.gates._data import GateData, collect_gate_data, earliest_correct, exit_costs
 from eeopt.gates._policies import (
     DEFAULT_LAMBDA,
     DEFAULT_TAU,
@@ -44,17 +48,21 @@ __all__ = [
     "LEARNED_POLICIES",
     "TRAIN_FRACTION",
     "GateData",
+    "GateNet",
     "GateSet",
     "LearnedCalibration",
     "collect_gate_data",
-    "compile_learned",
     "earliest_correct",
     "exit_costs",
+    "gate_net_from",
     "jei_paper_exits",
     "learned_grid",
     "load_gate_data",
     "oracle_exit",
     "reference_run",
     "reference_scores",
+    "split_rows",
+    "torch_logit_features",
+    "torch_pool",
     "train_gates",
 ]

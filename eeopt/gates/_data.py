@@ -6,13 +6,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from eeopt.analysis import model_macs
+from eeopt.build import AnalysedModel
 from eeopt.errors import UnsupportedModelError
+from eeopt.frontend import ModelGraph
 from eeopt.kernels.reference import pool_features
+from eeopt.passes import ExposeTensors, cut_to_outputs
+from eeopt.runtime import make_session
 
 __all__ = ["GateData", "collect_gate_data", "exit_costs", "earliest_correct"]
 
@@ -69,7 +73,7 @@ def earliest_correct(correct: np.ndarray) -> np.ndarray:
     return first.astype(np.int64)
 
 
-def _head_tensor(prep: Any, k: int) -> tuple[str | None, int]:
+def _head_tensor(prep: AnalysedModel, k: int) -> tuple[str | None, int]:
     """The tensor feeding exit ``k``'s head that a gate can pool: the largest float tensor of
     rank 2 or 4 the head reads (not a graph input)."""
     best: tuple[int, str, int] | None = None
@@ -79,32 +83,31 @@ def _head_tensor(prep: Any, k: int) -> tuple[str | None, int]:
             continue
         if np.dtype(spec.dtype).kind != "f" or spec.batch_axis != 0:
             continue
-        if not all(isinstance(d, int) for d in spec.shape[1:]):
+        dims = [d for d in spec.shape[1:] if isinstance(d, int)]
+        if len(dims) != len(spec.shape) - 1:
             continue
-        size = int(np.prod(spec.shape[1:]))
+        size = int(np.prod(dims))
         if best is None or size > best[0]:
             best = (size, t, len(spec.shape))
     return (None, 0) if best is None else (best[1], best[2])
 
 
-def _route_input(prep: Any) -> tuple[str | None, int, int, tuple[int, ...]]:
+def _route_input(prep: AnalysedModel) -> tuple[str | None, int, int, tuple[int, ...]]:
     """The graph input the twin reads: the first float input of rank 2 or 4 (static dims)."""
     for s in prep.inputs:
         if np.dtype(s.dtype).kind != "f" or s.batch_axis != 0 or len(s.shape) not in (2, 4):
             continue
-        if not all(isinstance(d, int) for d in s.shape[1:]):
+        dims = tuple(d for d in s.shape[1:] if isinstance(d, int))
+        if len(dims) != len(s.shape) - 1:
             continue
-        pool = max(1, int(s.shape[2]) // TWIN_GRID) if len(s.shape) == 4 else 0
-        return s.name, pool, len(s.shape), tuple(int(d) for d in s.shape[1:])  # type: ignore[arg-type]
+        pool = max(1, dims[1] // TWIN_GRID) if len(s.shape) == 4 else 0
+        return s.name, pool, len(s.shape), dims
     return None, 0, 0, ()
 
 
-def exit_costs(graph: Any) -> np.ndarray:
+def exit_costs(graph: ModelGraph) -> np.ndarray:
     """``[K]``: multiply-accumulates up to exit ``k`` (every earlier head included) over those
     of the whole model."""
-    from eeopt.capture import cut_to_outputs
-    from eeopt.profile import model_macs
-
     outs = graph.output_names
     total = max(model_macs(graph.model), 1)
     macs = [model_macs(cut_to_outputs(graph, outs[: k + 1]).model) for k in range(len(outs))]
@@ -112,25 +115,17 @@ def exit_costs(graph: Any) -> np.ndarray:
     return np.maximum.accumulate(np.clip(frac, 0.0, 1.0))
 
 
-def collect_gate_data(prep: Any, feeds: dict[str, np.ndarray], labels: np.ndarray, *,
-                      batch: int = 500, progress: bool = True,
+def collect_gate_data(prep: AnalysedModel, feeds: dict[str, np.ndarray], labels: np.ndarray,
+                      *, batch: int = 500, progress: bool = True,
                       macs: Sequence[float] | None = None) -> GateData:
     """Run the uncut model once over ``feeds`` with the gates' tensors as extra outputs."""
-    import onnx
-
-    from eeopt.backends.ort import make_session
-
     graph = prep.graph
     outs = list(graph.output_names)
     k = len(outs)
     heads = [_head_tensor(prep, i) for i in range(k - 1)]
     names = sorted({t for t, _ in heads if t is not None})
-    tap = onnx.ModelProto()
-    tap.CopyFrom(graph.model)
-    for t in names:
-        if t not in outs:
-            tap.graph.output.append(onnx.ValueInfoProto(name=t))
-    sess = make_session(tap.SerializeToString())
+    tap = ExposeTensors(names)(graph).graph
+    sess = make_session(tap.model.SerializeToString())
     fetch = outs + [t for t in names if t not in outs]
     route_name, route_pool, route_rank, route_shape = _route_input(prep)
     n = int(labels.shape[0])
@@ -165,4 +160,4 @@ def require_route(data: GateData) -> None:
     if data.route_x is None:
         raise UnsupportedModelError(
             "the twin policy reads a float model input of shape [N, D] or [N, C, H, W] with "
-            "static dims, and this model has none; use another --policy")
+            "static dims, and this model has none; use another {policy}")

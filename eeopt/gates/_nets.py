@@ -12,12 +12,14 @@ import numpy as np
 from eeopt.errors import BackendUnavailableError
 from eeopt.kernels.onnx_learned_gate import MLPParams
 
-__all__ = ["GateNet", "fit_mlp", "torch_logit_features", "torch_pool"]
+__all__ = ["GateNet", "fit_mlp", "gate_net_from", "import_torch", "torch_logit_features",
+           "torch_pool"]
 
 logger = logging.getLogger(__name__)
 
 
-def _torch() -> Any:
+def import_torch() -> Any:
+    """torch, or one line saying how to install it."""
     try:
         import torch
     except ImportError as exc:  # pragma: no cover - torch is installed in our environments
@@ -27,7 +29,7 @@ def _torch() -> Any:
 
 
 def _net_class() -> Any:
-    torch = _torch()
+    torch = import_torch()
     nn = torch.nn
 
     class GateNet(nn.Module):  # type: ignore[name-defined,misc]
@@ -87,7 +89,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, *, kind: str = "binary",
     """Full-batch Adam on standardised ``x``. ``binary``: BCE-with-logits on ``y`` in {0, 1}
     (per-row ``weights``, ``pos_weight`` on positives); ``multiclass``: cross-entropy over
     ``classes``."""
-    torch = _torch()
+    torch = import_torch()
     gen = torch.Generator().manual_seed(seed)
     x = np.asarray(x, dtype=np.float32)
     mean = x.mean(axis=0)
@@ -135,7 +137,7 @@ def fit_mlp(x: np.ndarray, y: np.ndarray, *, kind: str = "binary",
 
 def _loss(net: Any, xt: Any, yt: Any, w: Any, pw: Any, kind: str) -> Any:
     """The (row-weighted) mean training loss."""
-    torch = _torch()
+    torch = import_torch()
     z = net(xt)
     if kind == "binary":
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
@@ -147,7 +149,7 @@ def _loss(net: Any, xt: Any, yt: Any, w: Any, pw: Any, kind: str) -> Any:
 
 def torch_logit_features(z: Any) -> Any:
     """The four softmax statistics of ``[N, C]`` logits, in torch (reference)."""
-    torch = _torch()
+    torch = import_torch()
     logp = torch.log_softmax(z.double(), dim=1)
     p = logp.exp()
     top2 = torch.topk(p, 2, dim=1).values
@@ -159,7 +161,7 @@ def torch_logit_features(z: Any) -> Any:
 
 def torch_pool(t: Any, kernel: int = 0) -> Any:
     """Average pooling as the compiled gate does it, in torch (reference)."""
-    torch = _torch()
+    torch = import_torch()
     t = torch.as_tensor(np.array(t, dtype=np.float32))
     if t.dim() == 2:
         return t

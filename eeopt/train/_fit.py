@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from eeopt.data import load_dataset
 from eeopt.errors import DataError, UsageError
 from eeopt.train._objectives import Objective, make_objective, resample
 
@@ -53,8 +54,6 @@ def load_split(data: str | ArrayPair, split: str, limit: int | None = None, seed
     """``(inputs, labels)`` tensors of a data set split (a name such as ``"fashion-mnist"``) or
     of an ``(inputs, labels)`` pair; ``limit`` keeps a seeded random subset of that size."""
     if isinstance(data, str):
-        from eeopt.data import load_dataset
-
         name = data.split(":", 1)[0]
         x_np, y_np = load_dataset(f"{name}:{split}")
     else:

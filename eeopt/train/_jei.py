@@ -2,7 +2,7 @@
 torch model: a frozen backbone, the exit heads (the paper's inference modules, IMs) and one
 gate per early exit (gating modules, GMs) trained in turn.
 
-    from eeopt.train._jei import train_jei
+    from eeopt.train import train_jei
     res = train_jei(load_demo_cnn(), data="fashion-mnist", lam=0.3, epochs=2)
     res.gateset.save("gates.npz")          # eeopt compile ... --policy jei --gates gates.npz
 
@@ -41,6 +41,9 @@ from torch import nn
 from tqdm import tqdm
 
 from eeopt.errors import UsageError
+from eeopt.gates import GateNet, GateSet, jei_paper_exits, torch_logit_features
+from eeopt.models.demo_cnn import DemoCNN, count_exit_macs
+from eeopt.train._fit import load_train_val
 
 __all__ = ["DEFAULT_ALTERNATE", "DEFAULT_LR", "JEIResult", "backbone_features", "jei_exits",
            "torch_reference", "train_jei"]
@@ -72,7 +75,7 @@ def _parts(model: nn.Module) -> tuple[nn.ModuleList, nn.ModuleList]:
     if not (isinstance(segments, nn.ModuleList) and isinstance(heads, nn.ModuleList)
             and len(segments) == len(heads) >= 2):
         raise UsageError("the jei objective trains models built as a chain of `segments` with "
-                         "one head each in `heads` (DemoCNN: --arch demo-cnn)")
+                         "one head each in `heads` (as DemoCNN is)")
     return segments, heads
 
 
@@ -124,8 +127,6 @@ def _oracle(logits: Sequence[torch.Tensor], y: torch.Tensor, costs: torch.Tensor
 
 def _gate_loss(gates: Sequence[nn.Module], logits: Sequence[torch.Tensor], star: torch.Tensor
                ) -> tuple[torch.Tensor, list[float]]:
-    from eeopt.gates._nets import torch_logit_features
-
     total = torch.zeros((), dtype=torch.float32)
     parts = []
     for k, g in enumerate(gates):
@@ -142,8 +143,6 @@ def _gate_loss(gates: Sequence[nn.Module], logits: Sequence[torch.Tensor], star:
 
 @torch.no_grad()
 def _scores(gates: Sequence[nn.Module], logits: Sequence[torch.Tensor]) -> np.ndarray:
-    from eeopt.gates._nets import torch_logit_features
-
     return np.stack([torch.sigmoid(g(torch_logit_features(z))[:, 0]).numpy()
                      for g, z in zip(gates, logits, strict=False)])
 
@@ -180,8 +179,6 @@ def torch_reference(model: nn.Module, gates: Sequence[nn.Module], x: torch.Tenso
 def _offline(gates: Sequence[nn.Module], logits: Sequence[torch.Tensor], y: torch.Tensor,
              macs: np.ndarray) -> dict[str, Any]:
     """Validation summary at ``g >= 0.5`` and with the paper's inference rule."""
-    from eeopt.gates import jei_paper_exits
-
     scores = _scores(gates, logits[:-1])
     z = torch.stack(list(logits)).numpy()
     yy = y.numpy()
@@ -225,24 +222,18 @@ def train_jei(
     pair) with the backbone frozen. ``macs``: per exit, the cumulative MACs (any unit; the
     default counts DemoCNN's). Returns the model (heads retrained in place), the gates and a
     record of the run (phase losses, oracle exit fractions, per-exit validation accuracy)."""
-    from eeopt.gates import GateSet
-    from eeopt.gates._nets import GateNet, torch_logit_features
-    from eeopt.train._fit import load_train_val
-
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
     if alternate < 1:
-        raise UsageError(f"--alternate must be >= 1 batch, got {alternate}")
+        raise UsageError(f"{{alternate}} must be >= 1 batch, got {alternate}")
     if not (math.isfinite(lam) and lam >= 0):
-        raise UsageError(f"--lambda {lam} must be >= 0")
+        raise UsageError(f"{{lam}} {lam} must be >= 0")
     if not (math.isfinite(lr) and lr > 0):
         raise UsageError(f"lr must be > 0, got {lr}")
     gate_lr = lr if gate_lr is None else float(gate_lr)
     _, heads = _parts(model)
     num_exits = len(heads)
     if macs is None:
-        from eeopt.models.demo_cnn import DemoCNN, count_exit_macs
-
         if not isinstance(model, DemoCNN):
             raise UsageError("pass macs= (cumulative MACs per exit) for a model other than "
                              "DemoCNN")
@@ -332,7 +323,7 @@ def train_jei(
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         raise UsageError(f"the jei {phase} loss became {value} at step {step}: "
-                                         f"lower --lr (now {lr})")
+                                         f"lower {{lr}} (now {lr})")
                     phases[-1]["losses"].append(value)
                     step += 1
                     bar.update()
@@ -413,46 +404,6 @@ def train_jei(
     }
     metrics["train_seconds"] = round(time.perf_counter() - started, 2)
     if not gate_phases:
-        logger.warning("no gate phase ran: %d batches in all, --alternate %d; the gates are "
+        logger.warning("no gate phase ran: %d batches in all, alternate=%d; the gates are "
                        "untrained", total, alternate)
     return JEIResult(model, gates, gateset, metrics)
-
-
-def run_cli(args: Any) -> int:
-    """``eeopt train --objective jei``: DIR/checkpoint.pt, model.onnx, gates.npz and
-    metrics.json."""
-    from pathlib import Path
-
-    from eeopt.models.demo_cnn import load_demo_cnn
-    from eeopt.train.cli import write_run
-
-    if args.arch != "demo-cnn":
-        raise UsageError("--objective jei retrains the heads of a trained model on its frozen "
-                         "backbone: only --arch demo-cnn (the committed weights) has one")
-    if args.settings:
-        raise UsageError("--objective jei takes --lambda and --alternate, not --set")
-    lam = 0.3 if args.lam is None else float(args.lam)
-    alternate = DEFAULT_ALTERNATE if args.alternate is None else int(args.alternate)
-    model = load_demo_cnn()
-    started = time.time()
-    res = train_jei(model, data=args.data, lam=lam, epochs=args.epochs, alternate=alternate,
-                    limit=args.limit, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
-                    threads=args.threads, progress=True,
-                    val_limit=max(1000, args.limit) if args.limit else None)
-    metrics = res.metrics
-    out = Path(args.out)
-    write_run(args, model, metrics, started, objective="jei", metrics_record=metrics,
-              extra_files=lambda d: res.gateset.save(d / "gates.npz"),
-              report_extra={"gates": "gates.npz",
-                            "compile": f"eeopt compile {out}/model.onnx --policy jei --gates "
-                                       f"{out}/gates.npz --calib fashion-mnist:val --budget 0.5 "
-                                       "--out program/"})
-    accs = ", ".join(f"exit {k}: {a:.2%}" for k, a in enumerate(metrics["val_acc"]))
-    gl = metrics["gate_phase_mean_loss"]
-    gate_txt = (f"gate-phase loss {gl[0]:.3f} -> {gl[-1]:.3f} over {len(gl)} phases"
-                if gl else "no gate phase ran (raise --epochs or lower --alternate)")
-    print(f"trained demo-cnn heads and jei gates (lambda {lam:g}, alternating every "
-          f"{alternate} batches) for {args.epochs} epoch(s) on {metrics['train_size']} images "
-          f"in {metrics['train_seconds']:.0f} s; val accuracy {accs}; {gate_txt}; wrote "
-          f"{out}/checkpoint.pt, model.onnx, gates.npz, metrics.json")
-    return 0

@@ -33,7 +33,7 @@ def compiled(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[list, 
 def _random_thresholds(models: list[onnx.ModelProto], x: np.ndarray,
                        rng: np.random.Generator) -> list[float]:
     """Per early exit, a quantile of its own max probabilities: some rows leave, some go on."""
-    from eeopt.backends.ort import make_session
+    from eeopt.runtime import make_session
 
     logits = [o for m in models for o in make_session(m.SerializeToString()).run(None, {"x": x})]
     return [float(np.quantile(gate_features(z)[:, 0], rng.uniform(0.2, 0.8)))
@@ -128,7 +128,7 @@ def test_multi_exit_model_first(tmp_path: Path, batch: int) -> None:
 def test_torch_exported_cnns(tmp_path: Path) -> None:
     """Real exports: two TinyCNNs (random weights) from torch.onnx.export."""
     torch = pytest.importorskip("torch")
-    from eeopt.capture import export_torch
+    from eeopt.frontend import export_torch
     from eeopt.models.tiny_cnn import TinyCNN
 
     torch.manual_seed(0)

@@ -8,9 +8,9 @@ import pytest
 from cascade._models import mlp, two_input
 from onnx import TensorProto
 
-from eeopt.backends.ort import make_session
 from eeopt.cascade import merge_models, model_prefix
 from eeopt.errors import UnsupportedModelError, UsageError
+from eeopt.runtime import make_session
 
 
 def _run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

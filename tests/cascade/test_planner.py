@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 from cascade._models import mlp
 
-from eeopt.backends.ort import make_session
 from eeopt.cascade import compile_cascade, reference_run
 from eeopt.kernels.reference import gate_features
+from eeopt.runtime import make_session
 
 
 def test_planned_cascade_matches_reference(tmp_path: Path) -> None:

@@ -35,12 +35,12 @@ def test_split_sizes_dtypes_and_ranges(split: str, size: int) -> None:
 
 @needs_data
 def test_train_and_val_partition_the_official_training_set() -> None:
-    train_idx, val_idx = fm._split_indices(60_000)
+    train_idx, val_idx = fm.split_indices(60_000)
     assert len(train_idx) == 55_000
     assert len(val_idx) == 5_000
     assert np.intersect1d(train_idx, val_idx).size == 0
     np.testing.assert_array_equal(np.union1d(train_idx, val_idx), np.arange(60_000))
-    official_x, official_y = fm._load_official("train", str(fm.data_dir()))
+    official_x, official_y = fm.load_official("train", str(fm.data_dir()))
     val_x, val_y = load_fashion_mnist("val")
     np.testing.assert_array_equal(val_x, official_x[val_idx])
     np.testing.assert_array_equal(val_y, official_y[val_idx])

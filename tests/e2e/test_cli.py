@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from eeopt.capture import export_torch
+from eeopt.frontend import export_torch
 
 import topologies as T
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from e2e.test_cli import _one_line_error, eeopt_cli
 
-from eeopt.capture import export_torch
+from eeopt.frontend import export_torch
 
 import topologies as T
 

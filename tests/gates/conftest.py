@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
-from eeopt.capture import export_torch
-from eeopt.compiler import prepare
+from eeopt.build import analyse_model
 from eeopt.data import load_dataset
+from eeopt.frontend import export_torch
 from eeopt.gates import GateData, collect_gate_data
 from eeopt.models.demo_cnn import load_demo_cnn
 
@@ -24,7 +24,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     onnx.save(export_torch(load_demo_cnn(), torch.rand(2, 1, 28, 28)), path)
     x, y = load_dataset("fashion-mnist:val")
     xt, yt = load_dataset("fashion-mnist:test")
-    prep = prepare(str(path))
+    prep = analyse_model(str(path))
     name = prep.inputs[0].name
     feeds = {name: np.ascontiguousarray(x[:800])}
     data = collect_gate_data(prep, feeds, y[:800], progress=False)

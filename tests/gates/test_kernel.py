@@ -7,7 +7,6 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from eeopt.backends.ort import make_session
 from eeopt.kernels.onnx_learned_gate import LearnedGate, MLPParams, build_learned_gate
 from eeopt.kernels.reference import (
     learned_score,
@@ -15,6 +14,7 @@ from eeopt.kernels.reference import (
     pool_features,
     twin_route,
 )
+from eeopt.runtime import make_session
 
 
 def _mlp(rng: np.random.Generator, sizes: list[int]) -> MLPParams:

@@ -9,9 +9,9 @@ import pytest
 from gates.conftest import gate_data, path_of
 
 import eeopt
-from eeopt.capture import cut_to_outputs
-from eeopt.compiler import _emit, prepare
+from eeopt.build import analyse_model, emit_onnx
 from eeopt.gates import LEARNED_POLICIES, train_gates
+from eeopt.passes import cut_to_outputs
 
 
 @pytest.mark.parametrize("policy", LEARNED_POLICIES)
@@ -25,8 +25,8 @@ def test_dropped_exit_is_a_never_firing_gate(policy: str, demo: dict[str, object
     prep = demo["prep"]
     outs = prep.graph.output_names  # type: ignore[attr-defined]
     kept = (0, 2, 3)
-    sub = prepare(cut_to_outputs(prep.graph, [outs[k] for k in kept]).model)  # type: ignore[attr-defined]
-    cut = _emit(sub, tmp_path / "cut", [0.5, 0.5], policy, threads=None, verify=True,
+    sub = analyse_model(cut_to_outputs(prep.graph, [outs[k] for k in kept]).model)  # type: ignore[attr-defined]
+    cut = emit_onnx(sub, tmp_path / "cut", [0.5, 0.5], policy, threads=None, verify=True,
                 gates=gates.learned_gates(kept))
     test = demo["test"]
     assert isinstance(test, dict)
@@ -37,7 +37,7 @@ def test_dropped_exit_is_a_never_firing_gate(policy: str, demo: dict[str, object
 
 
 def test_planned_compile(demo: dict[str, object], tmp_path: Path) -> None:
-    from eeopt.profile import profile_model
+    from eeopt.measure import profile_model
 
     report = profile_model(str(path_of(demo)), threads=1, batches=(1, 8), min_time_s=0.05,
                            progress=False)

@@ -95,7 +95,7 @@ def test_import_does_not_need_torch() -> None:
 def test_onnx_export_matches_torch(model: DemoCNN, tmp_path: Path) -> None:
     pytest.importorskip("onnxscript")
     pytest.importorskip("onnxruntime")
-    from eeopt.backends.ort import make_session
+    from eeopt.runtime import make_session
 
     program = torch.onnx.export(
         model.eval(),

@@ -7,11 +7,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from eeopt.backends.ort import make_session
 from eeopt.errors import PassError
-from eeopt.graph import ModelGraph
+from eeopt.frontend import ModelGraph
 from eeopt.kernels.reference import gate_decision, gate_features, patience_step
-from eeopt.passes import THRESHOLD_INPUT, FuseGate, gate_prefix
+from eeopt.passes import FuseGate
+from eeopt.program import THRESHOLD_INPUT, gate_prefix
+from eeopt.runtime import make_session
 
 
 def _identity_stage(classes: int, opset: int = 18) -> ModelGraph:

@@ -12,17 +12,17 @@ import torch
 
 import eeopt
 import eeopt.cli
-from eeopt.backends.ort import make_session
-from eeopt.cli import _Parser
+from eeopt.cli import train as train_cli
+from eeopt.cli.common import Parser
 from eeopt.data import load_dataset
 from eeopt.errors import UsageError
+from eeopt.runtime import make_session
 from eeopt.train import build_model
-from eeopt.train import cli as train_cli
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="eeopt")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    parser = Parser(prog="eeopt")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
     train_cli.add_parser(sub)
     return parser.parse_args(argv)
 

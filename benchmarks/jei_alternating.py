@@ -168,7 +168,7 @@ def run(run_dir: Path | None, epochs: int, seed: int) -> dict[str, Any]:
             res = [prog.run({name: test[name][i:i + 500]}) for i in range(0, len(yt), 500)]
             logits = np.concatenate([r.logits for r in res])
             exits = np.concatenate([r.exit for r in res])
-            plan = prog.manifest.plan or {}
+            plan = prog.manifest.plan.to_dict() if prog.manifest.plan else {}
             outs = list(prep.graph.output_names)
             kept = [outs.index(o) for o in plan.get("kept_outputs", outs)]
             full_exits = np.asarray(kept)[exits]  # program stage -> model exit

@@ -63,18 +63,19 @@ def run_demo(out: Path, *, budget_pp: float = 0.5, threads: int = 1, weights: st
         f"for <= {budget_pp:g} pp")
     program = compile_model(out / "model.onnx", prog_dir, calib="fashion-mnist:val",
                             budget=budget_pp, threads=threads, force=True, progress=True)
-    plan = program.manifest.plan or {}
-    say(f"      kept {', '.join(plan.get('kept_outputs', []))}; thresholds "
+    plan = program.manifest.plan
+    assert plan is not None  # a planned compile records its plan
+    say(f"      kept {', '.join(plan.kept_outputs)}; thresholds "
         + ", ".join(f"{t:.4g}" for t in program.thresholds)
-        + f"; predicted {plan.get('predicted_speedup', 0):.2f}x at "
-        f"{plan.get('predicted_loss_pp', 0):.2f} pp on validation")
+        + f"; predicted {plan.predicted_speedup:.2f}x at "
+        f"{plan.predicted_loss_pp:.2f} pp on validation")
 
     say(f"[3/3] benchmarking on fashion-mnist:test against the plain network, {threads} "
         "thread(s), interleaved")
     res = run_bench(str(prog_dir), "fashion-mnist:test", batches=(1, 64),
                     model=str(out / "model.onnx"), calib="fashion-mnist:val", budgets=budgets,
                     threads=threads, limit=limit)
-    res["plan"] = plan
+    res["plan"] = plan.to_dict()
     res["machine"] = {"python": platform.python_version(), "processor": platform.processor(),
                       "cpus": os.cpu_count()}
     write_file(out / "results.json", json.dumps(res, indent=2) + "\n")

@@ -138,15 +138,15 @@ def run_bench(
     fractions = np.bincount(exits, minlength=program.num_exits) / n
 
     profile = profile_model(src, threads=threads, progress=progress)
-    plan = program.manifest.plan or {}
+    plan = program.manifest.plan
     outputs = graph.output_names
     kept = [outputs.index(s.exit_output) for s in program.manifest.stages]
     # predicted: the cost model the plan was priced with, when the manifest has it (a fresh
     # profile re-measures every stage, and its noise would not match the plan's corrections)
-    predict_with: Any = PlannedCosts.of(plan, kept)
+    predict_with: Any = PlannedCosts.of(None if plan is None else plan.cost_model, kept)
     plain_model = predict_with.plain if predict_with is not None else profile.plain
     if predict_with is None:
-        corr = plan.get("cost_corrections_ms") or []
+        corr = [] if plan is None else plan.cost_corrections_ms
         predict_with = (replace(profile, corrections_ms=tuple(corr))
                         if len(corr) == profile.num_exits else profile)
     comps = {}
@@ -220,7 +220,8 @@ def run_bench(
                                  "plain_mean_ms": c1.plain.mean_ms,
                                  "program_mean_ms": c1.program.mean_ms,
                                  "speedup": c1.speedup_mean,
-                                 "kept": (p.manifest.plan or {})["kept_outputs"],
+                                 "kept": list(p.manifest.plan.kept_outputs
+                                              if p.manifest.plan else []),
                                  "thresholds": list(p.thresholds)})
     return {
         "program": str(program_dir),

@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
                          ) from None
     calib = args.calib
     if calib is None and not args.no_frontier:
-        plan = load_manifest(args.program).plan or {}
-        calib = plan.get("calibration") if plan.get("calibration") != "arrays" else None
+        plan = load_manifest(args.program).plan
+        calib = plan.calibration if plan and plan.calibration not in ("", "arrays") else None
     res = run_bench(args.program, args.data, batches=batches, model=args.model,
                     calib=None if args.no_frontier else calib, budgets=budgets,
                     threads=args.threads, limit=args.limit, passes=args.passes)

@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 
 from eeopt.errors import DataError, EEOptError, UsageError
+from eeopt.program import PlanRecord
 
 __all__ = [
     "FLAGS",
@@ -131,20 +132,20 @@ def load_arrays(path: str) -> dict[str, np.ndarray] | np.ndarray:
     raise DataError(f"input {p} must be a .npy or .npz file")
 
 
-def plan_lines(p: dict[str, Any]) -> list[str]:
+def plan_lines(p: PlanRecord) -> list[str]:
     """A compiled plan, readably: used by `compile`, `cascade` and `inspect`."""
     lines = [
-        f"plan ({p['policy']}, budget {p['budget_pp']:g} pp, priced at batch {p['batch']}, "
-        f"calibration {p.get('calibration', '?')}):",
-        f"  kept exits {', '.join(p['kept_outputs'])}; thresholds "
-        + ", ".join(f"{t:.4g}" for t in p["thresholds"]),
-        f"  predicted accuracy {p['predicted_accuracy']:.2%} vs {p['final_accuracy']:.2%} "
-        f"final ({p['predicted_loss_pp']:.2f} pp, margin {p.get('margin_pp', 0):.2f}); "
-        f"{p['predicted_latency_ms']:.3f} ms/row vs {p['plain_latency_ms']:.3f} plain "
-        f"({p['predicted_speedup']:.2f}x)",
+        f"plan ({p.policy}, budget {p.budget_pp:g} pp, priced at batch {p.batch}, "
+        f"calibration {p.calibration or '?'}):",
+        f"  kept exits {', '.join(p.kept_outputs)}; thresholds "
+        + ", ".join(f"{t:.4g}" for t in p.thresholds),
+        f"  predicted accuracy {p.predicted_accuracy:.2%} vs {p.final_accuracy:.2%} "
+        f"final ({p.predicted_loss_pp:.2f} pp, margin {p.margin_pp:.2f}); "
+        f"{p.predicted_latency_ms:.3f} ms/row vs {p.plain_latency_ms:.3f} plain "
+        f"({p.predicted_speedup:.2f}x)",
     ]
-    if p.get("holdout"):
-        h = p["holdout"]
+    if p.holdout:
+        h = p.holdout
         lines.append(f"  held-out check ({h['rows']} rows): loss {h['loss_pp']:.2f} pp, "
                      f"{h['latency_ms']:.3f} ms/row")
     return lines

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if m.plan:
         p = m.plan
         print("\n" + "\n".join(plan_lines(p)))
-        if p.get("exit_benefit"):
+        if p.exit_benefit:
             print("\nper-exit benefit (each early exit alone with the final one; 5-fold "
                   "cross-validated, threshold chosen on the other folds):")
             print(format_table(["exit", "accuracy", "marginal cost ms", "saves ms/row",
@@ -57,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
                 [str(b["exit"]), f"{b['accuracy']:.2%} +- {b['accuracy_std']:.2%}",
                  f"{b['marginal_cost_ms']:.4f}",
                  f"{b['saved_ms']:.4f} +- {b['saved_ms_std']:.4f}", f"{b['loss_pp']:.2f}"]
-                for b in p["exit_benefit"]]))
+                for b in p.exit_benefit]))
     return 0

@@ -101,9 +101,9 @@ def compile_learned(model: AnalysedModel, out: Any, settings: CompileSettings,
         raise UnsupportedModelError(
             f"no early exit pays off within a {budget} pp budget on this data with {{policy}} "
             f"{policy}: the plan keeps only the final classifier; raise {{budget}}")
-    record = plan_record(plan, report, kept_names, settings.calib, corrections)
-    record.update(gate_train_rows=int(gates.info.get("train_rows", 0)),
-                  plan_rows=int(plan_data.rows))
+    record = replace(plan_record(plan, report, kept_names, settings.calib, corrections),
+                     gate_train_rows=int(gates.info.get("train_rows", 0)),
+                     plan_rows=int(plan_data.rows))
     return emit_onnx(sub(plan.kept), out, list(plan.thresholds), policy,
                      threads=settings.threads, verify=settings.verify, force=settings.force,
                      source=source, plan=record, gates=gates.learned_gates(plan.kept),

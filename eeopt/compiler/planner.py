@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from eeopt.errors import UnsupportedModelError
 from eeopt.kernels.onnx_learned_gate import LearnedGate
 from eeopt.measure import calibrate, measure_corrections, profile_model
 from eeopt.planning import Calibration, ExitPlan, ProfileReport, exit_benefit, plan_exits
+from eeopt.program import CostModelRecord, PlanRecord
 
 __all__ = ["PlannedProgram", "closed_loop", "plan_program", "plan_record", "profile_for"]
 
@@ -52,32 +53,37 @@ def closed_loop(model: AnalysedModel, sub: SubModels, plan: ExitPlan, report: Pr
 
 
 def plan_record(plan: ExitPlan, report: ProfileReport, kept_names: list[str], calib: Any,
-                corrections: Sequence[float]) -> dict[str, Any]:
+                corrections: Sequence[float]) -> PlanRecord:
     """The plan's manifest record: the plan, what it was calibrated on, and the cost model it
     was priced with (profile + closed-loop corrections, per kept stage), which `eeopt bench`
     compares its measurements against."""
-    record = plan.to_dict()
-    record["kept_outputs"] = kept_names
-    record["calibration"] = str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays"
-    record["profile_threads"] = report.threads
-    record["cost_corrections_ms"] = list(corrections)
     stage_costs, prev = [], -1
     for k in plan.kept:
-        stage_costs.append(report.stage_cost(prev, k).to_dict())
+        stage_costs.append(report.stage_cost(prev, k).record())
         prev = k
-    record["cost_model"] = {"plain": report.plain.to_dict(), "stages": stage_costs}
-    return record
+    return PlanRecord(
+        policy=plan.policy, kept=tuple(plan.kept), thresholds=tuple(plan.thresholds),
+        budget_pp=plan.budget_pp, batch=plan.batch,
+        predicted_accuracy=plan.predicted_accuracy, final_accuracy=plan.final_accuracy,
+        predicted_latency_ms=plan.predicted_latency_ms,
+        plain_latency_ms=plan.plain_latency_ms, exit_fractions=tuple(plan.exit_fractions),
+        search_rows=plan.search_rows, predicted_loss_pp=plan.predicted_loss_pp,
+        predicted_speedup=plan.predicted_speedup, kept_outputs=tuple(kept_names),
+        holdout=dict(plan.holdout), guarantee=plan.guarantee, exact=plan.exact,
+        margin_pp=plan.margin_pp,
+        calibration=str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays",
+        profile_threads=report.threads, cost_corrections_ms=tuple(corrections),
+        cost_model=CostModelRecord(report.plain.record(), tuple(stage_costs)))
 
 
+@dataclass(frozen=True)
 class PlannedProgram:
     """What the planner chose: the model cut to the kept exits, their thresholds, and the plan's
     manifest record."""
 
-    def __init__(self, model: AnalysedModel, thresholds: list[float],
-                 record: dict[str, Any]) -> None:
-        self.model = model
-        self.thresholds = thresholds
-        self.record = record
+    model: AnalysedModel
+    thresholds: list[float]
+    record: PlanRecord
 
 
 def plan_program(model: AnalysedModel, settings: CompileSettings) -> PlannedProgram:
@@ -111,8 +117,8 @@ def plan_program(model: AnalysedModel, settings: CompileSettings) -> PlannedProg
                 plan.predicted_speedup)
     record = plan_record(plan, report, kept, calib, corrections)
     if policy != "patience":
-        record["exit_benefit"] = exit_benefit(cal, report, budget_pp=budget, policy=policy,
-                                              batch=batch)
+        record = replace(record, exit_benefit=tuple(exit_benefit(
+            cal, report, budget_pp=budget, policy=policy, batch=batch)))
     if len(kept) == 1:
         raise UnsupportedModelError(
             f"no early exit pays off within a {budget} pp budget on this data: the plan keeps "

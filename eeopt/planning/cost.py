@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from eeopt.program import CostModelRecord, CostRecord
+
 __all__ = ["ZERO", "CostFit", "NodeTime", "PlannedCosts", "ProfileReport", "StageProfile",
            "ideal_and_predicted"]
 
@@ -36,14 +38,14 @@ class CostFit:
         """ms per row when calls carry ``batch`` rows."""
         return self.at(batch) / batch
 
-    def to_dict(self) -> dict[str, object]:
-        return {"fixed_ms": self.fixed_ms, "per_row_ms": self.per_row_ms,
-                "samples": {str(b): t for b, t in self.samples.items()}}
+    def record(self) -> CostRecord:
+        """As the manifest records it."""
+        return CostRecord(self.fixed_ms, self.per_row_ms, dict(self.samples))
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CostFit:
-        return cls(float(d["fixed_ms"]), float(d["per_row_ms"]),
-                   {int(b): float(t) for b, t in d.get("samples", {}).items()})
+    def of(cls, record: CostRecord) -> CostFit:
+        """From the manifest's record."""
+        return cls(record.fixed_ms, record.per_row_ms, dict(record.samples))
 
     @classmethod
     def fit(cls, samples: dict[int, float]) -> CostFit:
@@ -154,20 +156,21 @@ class ProfileReport:
 class PlannedCosts:
     """The plan's own cost model (manifest ``plan.cost_model``), as ``stage_cost``."""
 
-    plain: Any
-    stages: dict[tuple[int, int], Any]
+    plain: CostFit
+    stages: dict[tuple[int, int], CostFit]
 
     @classmethod
-    def of(cls, plan: dict[str, Any], kept: list[int]) -> PlannedCosts | None:
-        cm = plan.get("cost_model")
-        if not cm or len(cm.get("stages", [])) != len(kept):
+    def of(cls, cost_model: CostModelRecord | None, kept: list[int]) -> PlannedCosts | None:
+        """The plan's cost model for the program's ``kept`` exits (None without one, or
+        with one priced for other exits)."""
+        if cost_model is None or len(cost_model.stages) != len(kept):
             return None
         prevs = [-1, *kept[:-1]]
-        return cls(CostFit.from_dict(cm["plain"]),
-                   {(p, k): CostFit.from_dict(d)
-                    for p, k, d in zip(prevs, kept, cm["stages"], strict=True)})
+        return cls(CostFit.of(cost_model.plain),
+                   {(p, k): CostFit.of(r)
+                    for p, k, r in zip(prevs, kept, cost_model.stages, strict=True)})
 
-    def stage_cost(self, prev: int, exit: int) -> Any:
+    def stage_cost(self, prev: int, exit: int) -> CostFit:
         return self.stages[(prev, exit)]
 
 

@@ -6,6 +6,7 @@ command line all read and write programs through it.
 - ``manifest``: the versioned schema (``Manifest``, ``StageSpec``, ``TensorSpec``,
   ``GateSpec``), ``load_manifest`` (verifies every field, every stage file's sha256, and that no
   path leaves the directory), the names a stage gives its gate's tensors;
+- ``plan``: the planner's record (``PlanRecord``, with its cost model), typed and checked;
 - ``writer``: the one atomic writer (``write_dir``, ``write_file``) and the one "already
   exists" check (``check_new_output``).
 """
@@ -29,6 +30,7 @@ from eeopt.program.manifest import (
     save_manifest,
     sha256_file,
 )
+from eeopt.program.plan import CostModelRecord, CostRecord, PlanRecord
 from eeopt.program.writer import check_new_output, write_dir, write_file
 
 __all__ = [
@@ -37,8 +39,11 @@ __all__ = [
     "MANIFEST_NAME",
     "SCHEMA_VERSION",
     "THRESHOLD_INPUT",
+    "CostModelRecord",
+    "CostRecord",
     "GateSpec",
     "Manifest",
+    "PlanRecord",
     "StageSpec",
     "TensorSpec",
     "check_new_output",

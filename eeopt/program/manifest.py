@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from eeopt.errors import ManifestError
+from eeopt.program.plan import PlanRecord
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -107,7 +108,8 @@ class Manifest:
     stages: tuple[StageSpec, ...]
     source: dict[str, Any] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
-    plan: dict[str, Any] | None = None
+    plan: PlanRecord | None = None
+    """What the planner chose, when it chose the exits and thresholds."""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -128,7 +130,9 @@ class Manifest:
         return axes
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=False) + "\n"
+        d = asdict(self)
+        d["plan"] = None if self.plan is None else self.plan.to_dict()
+        return json.dumps(d, indent=2, sort_keys=False) + "\n"
 
 
 # ---------------------------------------------------------------------------- parsing
@@ -226,7 +230,7 @@ def manifest_from_dict(d: Any) -> Manifest:
         stages=stages,
         source=d.get("source") or {},
         settings=d.get("settings") or {},
-        plan=d.get("plan"),
+        plan=None if d.get("plan") is None else PlanRecord.from_dict(d["plan"]),
     )
 
 

@@ -24,9 +24,9 @@ def test_planned_cascade_matches_reference(tmp_path: Path) -> None:
     program = compile_cascade([cheap, costly], tmp_path / "p", calib=({"x": x[:800]}, y[:800]),
                               budget=1.0, threads=1)
     plan = program.manifest.plan
-    assert plan is not None and plan["kept_outputs"] == ["m0/exit0", "m1/exit0"]
-    assert plan["predicted_speedup"] > 1.5  # half the rows never run the costly model
-    assert plan["predicted_loss_pp"] <= 1.0
+    assert plan is not None and plan.kept_outputs == ("m0/exit0", "m1/exit0")
+    assert plan.predicted_speedup > 1.5  # half the rows never run the costly model
+    assert plan.predicted_loss_pp <= 1.0
 
     res = program.run(x[800:])
     want_logits, want_exit = reference_run([cheap, costly], {"x": x[800:]},

@@ -45,13 +45,15 @@ def test_planned_compile(demo: dict[str, object], tmp_path: Path) -> None:
     prog = eeopt.compile(path_of(demo), tmp_path / "p", policy="gate-unit",
                          calib=(feeds, labels), budget=1.0, profile=report, threads=1)
     plan = prog.manifest.plan
-    assert plan is not None and plan["policy"] == "gate-unit"
-    assert plan["gate_train_rows"] + plan["plan_rows"] == 800
-    assert plan["gate_train_rows"] == 400
+    assert plan is not None and plan.policy == "gate-unit"
+    assert plan.gate_train_rows is not None and plan.plan_rows is not None
+    assert plan.gate_train_rows + plan.plan_rows == 800
+    assert plan.gate_train_rows == 400
     assert all(0.0 <= t <= 1.0 for t in prog.thresholds)
-    assert plan["kept_outputs"][-1] == prep_last(demo)
+    assert plan.kept_outputs[-1] == prep_last(demo)
     # the cost model the plan was priced with, per kept stage, for `eeopt bench` to check
-    assert len(plan["cost_model"]["stages"]) == len(plan["kept_outputs"])
+    assert plan.cost_model is not None
+    assert len(plan.cost_model.stages) == len(plan.kept_outputs)
     test = demo["test"]
     assert isinstance(test, dict)
     res = prog.run(test)
@@ -74,6 +76,6 @@ def test_cli_planner_on_fashion_mnist(demo: dict[str, object], tmp_path: Path) -
     assert "plan (jei, budget 0.5 pp" in p.stdout
     prog = eeopt.load(out)
     assert prog.manifest.settings["gates"]["lam"] == 0.5
-    assert prog.manifest.plan is not None and prog.manifest.plan["plan_rows"] == 2500
+    assert prog.manifest.plan is not None and prog.manifest.plan.plan_rows == 2500
     i = eeopt_cli("inspect", out)
     assert i.returncode == 0 and "jei" in i.stdout

@@ -15,6 +15,7 @@ from eeopt.planning import (
     StageProfile,
     ideal_and_predicted,
 )
+from eeopt.program import CostModelRecord
 
 
 @dataclass(frozen=True)
@@ -86,14 +87,14 @@ def test_the_plans_cost_model_round_trips_through_the_manifest() -> None:
 
     kept = [0, 2]
     costs = [PROFILE.stage_cost(-1, 0), PROFILE.stages[1] + PROFILE.stages[2]]
-    plan = json.loads(json.dumps({"cost_model": {
-        "plain": _linear(0.2, 0.05).to_dict(), "stages": [c.to_dict() for c in costs]}}))
-    planned = PlannedCosts.of(plan, kept)
+    record = CostModelRecord(_linear(0.2, 0.05).record(), tuple(c.record() for c in costs))
+    cost_model = CostModelRecord.from_dict(json.loads(json.dumps(record.to_dict())), "plan")
+    planned = PlannedCosts.of(cost_model, kept)
     assert planned is not None
     assert planned.plain == _linear(0.2, 0.05)
     assert planned.stage_cost(-1, 0) == costs[0] and planned.stage_cost(0, 2) == costs[1]
-    assert PlannedCosts.of({}, kept) is None
-    assert PlannedCosts.of(plan, [0, 1, 2]) is None  # a plan for other exits: not used
+    assert PlannedCosts.of(None, kept) is None
+    assert PlannedCosts.of(cost_model, [0, 1, 2]) is None  # a plan for other exits: not used
 
 
 def _fit(fixed: float, per_row: float) -> CostFit:

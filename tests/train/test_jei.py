@@ -115,7 +115,7 @@ def test_planner_on_torch_trained_gates(jei: dict[str, object], tmp_path: Path) 
                          gates=GateSet.load(d / "gates.npz"), calib=(feeds, np.asarray(yv[:600])),
                          budget=1.0, profile=report, threads=1)
     plan = prog.manifest.plan
-    assert plan is not None and plan["policy"] == "jei" and plan["plan_rows"] == 600
+    assert plan is not None and plan.policy == "jei" and plan.plan_rows == 600
     assert prog.manifest.settings["gates"]["trained"].startswith("torch")
 
 

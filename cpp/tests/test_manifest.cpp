@@ -7,6 +7,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "eeopt/program.h"
 #include "manifest.h"
@@ -144,6 +146,37 @@ TEST_F(ManifestTest, NamesTheBrokenField) {
   manifest_["stages"][1]["inputs"] = {tensor("h")};
   EXPECT_EQ(load_error(), "manifest: stages[1] reads 'h', which no earlier stage carries; "
                           "recompile");
+}
+
+// eeopt/program/manifest.schema.json is the schema the Python loader is tested against too:
+// every field it requires, this loader requires, and names when it is missing.
+TEST_F(ManifestTest, RequiresWhatTheSchemaRequires) {
+  std::ifstream file(EEOPT_MANIFEST_SCHEMA);
+  ASSERT_TRUE(file.good()) << EEOPT_MANIFEST_SCHEMA;
+  const json schema = json::parse(file);
+  const std::vector<std::pair<std::string, std::vector<std::string>>> places = {
+      {"top", schema["required"].get<std::vector<std::string>>()},
+      {"stage", schema["$defs"]["stage"]["required"].get<std::vector<std::string>>()},
+      {"tensor", schema["$defs"]["tensor"]["required"].get<std::vector<std::string>>()},
+      {"gate", schema["$defs"]["gate"]["required"].get<std::vector<std::string>>()},
+  };
+  int checked = 0;
+  for (const auto& [where, fields] : places) {
+    for (const std::string& field : fields) {
+      SetUp();
+      json& holder = where == "top"      ? manifest_
+                     : where == "stage"  ? manifest_["stages"][0]
+                     : where == "tensor" ? manifest_["inputs"][0]
+                                         : manifest_["stages"][0]["gate"];
+      holder.erase(field);
+      const std::string want = field == "schema_version"
+                                   ? "schema_version None is not supported"
+                                   : "is missing the field '" + field + "'";
+      EXPECT_NE(load_error().find(want), std::string::npos) << where << "." << field;
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 20);
 }
 
 TEST_F(ManifestTest, RefusesWhatIsNotAProgram) {

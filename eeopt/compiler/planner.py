@@ -61,19 +61,12 @@ def plan_record(plan: ExitPlan, report: ProfileReport, kept_names: list[str], ca
     for k in plan.kept:
         stage_costs.append(report.stage_cost(prev, k).record())
         prev = k
-    return PlanRecord(
-        policy=plan.policy, kept=tuple(plan.kept), thresholds=tuple(plan.thresholds),
-        budget_pp=plan.budget_pp, batch=plan.batch,
-        predicted_accuracy=plan.predicted_accuracy, final_accuracy=plan.final_accuracy,
-        predicted_latency_ms=plan.predicted_latency_ms,
-        plain_latency_ms=plan.plain_latency_ms, exit_fractions=tuple(plan.exit_fractions),
-        search_rows=plan.search_rows, predicted_loss_pp=plan.predicted_loss_pp,
-        predicted_speedup=plan.predicted_speedup, kept_outputs=tuple(kept_names),
-        holdout=dict(plan.holdout), guarantee=plan.guarantee, exact=plan.exact,
-        margin_pp=plan.margin_pp,
-        calibration=str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays",
-        profile_threads=report.threads, cost_corrections_ms=tuple(corrections),
-        cost_model=CostModelRecord(report.plain.record(), tuple(stage_costs)))
+    cost_model = CostModelRecord(report.plain.record(), tuple(stage_costs))
+    return PlanRecord.from_dict({
+        **plan.to_dict(), "kept_outputs": kept_names,
+        "calibration": str(calib) if isinstance(calib, (str, os.PathLike)) else "arrays",
+        "profile_threads": report.threads, "cost_corrections_ms": list(corrections),
+        "cost_model": cost_model.to_dict()})
 
 
 @dataclass(frozen=True)

@@ -175,16 +175,16 @@ def _read(name: str, v: Any, where: str) -> Any:
     if name == "guarantee":
         return None if v is None else _num({name: v}, name, where)
     if name == "kept":
-        if not isinstance(v, list) or not all(isinstance(k, int) and not isinstance(k, bool)
-                                              for k in v):
+        if not isinstance(v, (list, tuple)) or not all(
+                isinstance(k, int) and not isinstance(k, bool) for k in v):
             raise bad
         return tuple(v)
     if name == "kept_outputs":
-        if not isinstance(v, list) or not all(isinstance(k, str) for k in v):
+        if not isinstance(v, (list, tuple)) or not all(isinstance(k, str) for k in v):
             raise bad
         return tuple(v)
     if name in ("thresholds", "exit_fractions", "cost_corrections_ms"):
-        if not isinstance(v, list):
+        if not isinstance(v, (list, tuple)):
             raise bad
         return tuple(_num({name: x}, name, where) for x in v)
     if name == "holdout":
@@ -197,7 +197,7 @@ def _read(name: str, v: Any, where: str) -> Any:
     if name == "exit_benefit":
         if v is None:
             return None
-        if not isinstance(v, list) or not all(isinstance(x, dict) for x in v):
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, dict) for x in v):
             raise bad
         return tuple(dict(x) for x in v)
     return _num({name: v}, name, where)  # the other fields are numbers

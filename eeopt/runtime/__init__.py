@@ -75,6 +75,6 @@ def load(path: str | os.PathLike[str], threads: int | None = None) -> Program:
     loader = LOADERS.get(manifest.backend)
     if loader is None:
         raise ManifestError(
-            f"{p} was compiled for backend {manifest.backend!r}; this eeopt runs "
+            f"{p} was compiled for backend {manifest.backend!r}; this runtime runs "
             f"{', '.join(repr(b) for b in LOADERS)} programs")
     return loader(p, manifest, threads)

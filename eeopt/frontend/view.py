@@ -50,7 +50,7 @@ def _has_subgraph(node: onnx.NodeProto) -> bool:
 @dataclass(frozen=True)
 class CutView:
     """What the cut analysis needs of a graph, whatever represents it: the ONNX ModelGraph
-    (``cut_view``) or a ``torch.export`` FX graph (``eeopt.capture_torch``). Nodes and tensors are
+    (``cut_view``) or a ``torch.export`` FX graph (``eeopt.frontend.fx``). Nodes and tensors are
     names; only extracting the stages is specific to each representation."""
 
     order: Mapping[str, int]

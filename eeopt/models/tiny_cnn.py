@@ -4,7 +4,7 @@ Two strided 3x3 conv + BN + ReLU layers (28x28 -> 14x14 -> 7x7) and a linear cla
 flattened 7x7 map. With the default widths ``(16, 32)`` it costs about 0.27 M multiply-
 accumulates per image, about 2% of the DemoCNN's 13 M. ``forward`` takes float32
 ``[B, 1, 28, 28]`` in ``[0, 1]``, normalizes inside (the DemoCNN's statistics), and returns one
-``[B, 10]`` logits tensor (a tuple of one, so that ``eeopt.capture.export_torch`` takes it).
+``[B, 10]`` logits tensor (a tuple of one, so that ``eeopt.frontend.export_torch`` takes it).
 
 The trained weights ship as ``weights/tiny_cnn.pt`` and are reproduced by
 ``scripts/train_tiny_cnn.py``; ``weights/tiny_cnn.json`` records how they were made.

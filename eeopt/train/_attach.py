@@ -4,7 +4,7 @@ Intermediate features are captured with forward hooks on the chosen submodules, 
 code is never edited and any backbone works (the module must run each chosen submodule exactly
 once per forward). The result's ``forward`` returns ``(exit0, ..., exitK-1, final)``: one logits
 tensor per attached exit, earliest first, and the backbone's own classifier output last. It
-exports with ``torch.onnx.export(dynamo=True)`` (what :func:`eeopt.capture.export_torch` uses),
+exports with ``torch.onnx.export(dynamo=True)`` (what :func:`eeopt.frontend.export_torch` uses),
 which traces through the hooks.
 """
 

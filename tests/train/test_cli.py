@@ -78,8 +78,7 @@ def test_train_usage_errors(tmp_path: Path, argv: list[str], message: str) -> No
 
 
 def test_eeopt_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if "train" not in eeopt.cli.COMMANDS:
-        pytest.skip("`eeopt train` is not wired into eeopt/cli.py yet")
+    assert "train" in eeopt.cli.COMMANDS
     out = tmp_path / "run"
     rc = eeopt.cli.main(["train", "--data", "fashion-mnist", "--arch", "demo-cnn",
                          "--objective", "weighted-entropy", "--epochs", "1", "--limit", "256",

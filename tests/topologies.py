@@ -12,6 +12,7 @@ __all__ = [
     "ResidualExitInBlock",
     "LongSkip",
     "MaskedTwoInput",
+    "LogitSkip",
     "HeavyChain",
     "TOPOLOGIES",
     "make",
@@ -89,6 +90,28 @@ class MaskedTwoInput(nn.Module):
         return tuple(outs)
 
 
+class LogitSkip(nn.Module):
+    """A later exit reads an earlier exit's logits (exit k+1 = head(features) + exit k), as
+    boosted or residual heads do: the exit's logits are carried to the later stages too."""
+
+    def __init__(self, d: int = 12, classes: int = 4) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(d, 16)
+        self.l2 = nn.Linear(16, 16)
+        self.l3 = nn.Linear(16, 16)
+        self.h0 = nn.Linear(16, classes)
+        self.h1 = nn.Linear(16, classes)
+        self.h2 = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        a = torch.relu(self.l1(x))
+        e0 = self.h0(a)
+        b = torch.relu(self.l2(a))
+        e1 = self.h1(b) + e0
+        c = torch.relu(self.l3(b))
+        return e0, e1, self.h2(c) + 0.5 * e1 + e0
+
+
 class HeavyChain(nn.Module):
     """Conv layers heavy enough that compute, not call overhead, dominates: an early exit
     really saves time here, so the planner has something to find."""
@@ -113,6 +136,7 @@ TOPOLOGIES = {
     "residual": ResidualExitInBlock,
     "longskip": LongSkip,
     "masked": MaskedTwoInput,
+    "logitskip": LogitSkip,
 }
 
 
@@ -131,7 +155,7 @@ def example(name: str, batch: int, seed: int) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     if name == "residual":
         return (torch.rand(batch, 1, 12, 12, generator=g),)
-    if name == "longskip":
+    if name in ("longskip", "logitskip"):
         return (torch.randn(batch, 12, generator=g),)
     if name == "heavy":
         return (torch.rand(batch, 1, 24, 24, generator=g),)

@@ -36,6 +36,9 @@ class _Hot:
     fetch: list[str]
     """logits, then (gated stages) the decision, then the carried tensors it makes."""
     produces: tuple[str, ...]
+    """The carried tensors the stage makes (its logits too, when a later stage reads them)."""
+    produced_at: tuple[int, ...]
+    """Where each of ``produces`` is among the outputs fetched."""
     threshold: str | None
     compact: tuple[tuple[str, int | None], ...]
 
@@ -82,13 +85,18 @@ class OrtProgram(Program):
         hot: list[_Hot] = []
         for stage in self._stages:
             sp = stage.spec
-            produces = tuple(t.name for t in sp.produces if t.name != sp.logits)
+            made = tuple(t.name for t in sp.produces if t.name != sp.logits)
             gated = sp.gate is not None
+            fetch = [sp.logits, *([sp.decision] if gated and sp.decision else []), *made]
+            # a later stage may read this exit's logits (exit k+1 = head(...) + exit k): then
+            # they are carried too, from output 0
+            produces = tuple(t.name for t in sp.produces)
             hot.append(_Hot(
                 run=fast_run(stage.session),
                 inputs=stage.input_names,
-                fetch=[sp.logits, *([sp.decision] if gated and sp.decision else []), *produces],
+                fetch=fetch,
                 produces=produces,
+                produced_at=tuple(fetch.index(t) for t in produces),
                 threshold=sp.threshold_input if gated else None,
                 compact=tuple(stage.compact_axes.items()),
             ))
@@ -119,8 +127,9 @@ class OrtProgram(Program):
         self._hot = list(hot)
         # the one-row path's view of the stages: plain tuples, nothing looked up per call
         self._one = tuple(
-            (h.run, h.fetch, h.inputs, h.threshold, h.produces, tuple(t for t, _ in h.compact),
-             np.full(1, k, dtype=np.int64)) for k, h in enumerate(hot))
+            (h.run, h.fetch, h.inputs, h.threshold, tuple(zip(h.produces, h.produced_at)),
+             tuple(t for t, _ in h.compact), np.full(1, k, dtype=np.int64))
+            for k, h in enumerate(hot))
         # the hottest case of all, one row of a lone input into a gated first stage that reads
         # just that input and gives float32 logits: run() calls that stage itself
         lone, h0 = self._check.lone, self._hot[0]
@@ -172,8 +181,8 @@ class OrtProgram(Program):
             sfeeds[h.threshold] = thr[k]
             outs = h.run(h.fetch, sfeeds, None)
             out_logits, decision = outs[0], outs[1]
-            for name, arr in zip(h.produces, outs[2:], strict=True):
-                live[name] = arr
+            for name, i in zip(h.produces, h.produced_at, strict=True):
+                live[name] = outs[i]
             m = decision.shape[0]
             if m == 1:  # one row left: no index arithmetic
                 if decision[0]:
@@ -223,7 +232,7 @@ class OrtProgram(Program):
         stage produced (its ``outs``), less the ones no later stage reads."""
         _, _, _, _, produces, carry, _ = self._one[k]
         if produces:
-            live = {**live, **dict(zip(produces, outs[2:], strict=True))}
+            live = {**live, **{name: outs[i] for name, i in produces}}
         return {t: live[t] for t in carry}
 
     def _walk(self, x: Inputs) -> Iterator[tuple[_Hot, dict[str, np.ndarray], list[Any]]]:
@@ -238,9 +247,8 @@ class OrtProgram(Program):
                 sfeeds[h.threshold] = np.array(NEVER[policy], dtype=np.float32)
             outs = h.run(h.fetch, sfeeds, None)
             yield h, sfeeds, outs
-            for name, arr in zip(h.produces, outs[len(h.fetch) - len(h.produces):],
-                                 strict=True):
-                live[name] = arr
+            for name, i in zip(h.produces, h.produced_at, strict=True):
+                live[name] = outs[i]
             live = {t: live[t] for t, _ in h.compact}
 
     def run_all(self, x: Inputs) -> list[np.ndarray]:

@@ -141,9 +141,10 @@ class TrtProgram(Program):
         axes = manifest.batch_axes()
         self._tstages: list[_Stage] = []
         for st in manifest.stages:
-            produces = tuple(t.name for t in st.produces if t.name != st.logits)
-            outs = (st.logits, *([st.decision] if st.decision else []), *produces)
+            made = tuple(t.name for t in st.produces if t.name != st.logits)
+            outs = (st.logits, *([st.decision] if st.decision else []), *made)
             eng = TrtEngine(resolve_in_dir(path, st.file).read_bytes(), outs)
+            produces = tuple(t.name for t in st.produces)  # the logits too, if carried
             self._tstages.append(_Stage(eng, tuple(t.name for t in st.inputs), produces,
                                         st.logits, st.decision, st.threshold_input,
                                         tuple((t, axes.get(t, 0)) for t in st.carry_after)))

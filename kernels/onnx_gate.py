@@ -92,16 +92,26 @@ def build_gate(
         pred = b.add("ArgMax", [logits], n("pred"), axis=1, keepdims=0, select_last_index=0)
         if prev_state is None:
             shape = b.add("Shape", [pred], n("pred_shape"))
-            streak = b.add("ConstantOfShape", [shape], n("streak"),
+            agreed = b.add("ConstantOfShape", [shape], n("agreed"),
                            value=numpy_helper.from_array(np.array([1], dtype=np.int64)))
         else:
             prev_pred, prev_streak = prev_state
             state_in = (prev_pred, prev_streak)
             same = b.add("Equal", [pred, prev_pred], n("same"))
             longer = b.add("Add", [prev_streak, one], n("longer"))
-            streak = b.add("Where", [same, longer, one], n("streak"))
+            agreed = b.add("Where", [same, longer, one], n("agreed"))
+        # a row whose softmax is undefined (a NaN, a +inf, or every logit -inf: the softmax
+        # sums to NaN exactly then) has no prediction to agree on: its streak resets to 0 and
+        # it does not leave (reference.defined_rows)
+        prob_sum = b.add("ReduceSum", [b.probs(), b.const("axes_last",
+                                                          np.array([-1], dtype=np.int64))],
+                         n("prob_sum"), keepdims=0)
+        defined = b.add("Not", [b.add("IsNaN", [prob_sum], n("undefined"))], n("defined"))
+        zero = b.const("zero", np.array(0, dtype=np.int64))
+        streak = b.add("Where", [defined, agreed, zero], n("streak"))
         streak_f = b.add("Cast", [streak], n("streak_f32"), to=onnx.TensorProto.FLOAT)
-        b.add("GreaterOrEqual", [streak_f, threshold], decision)
+        agrees = b.add("GreaterOrEqual", [streak_f, threshold], n("agrees"))
+        b.add("And", [agrees, defined], decision)
         state_out = (pred, streak)
     feats = None
     if features:
@@ -158,7 +168,12 @@ class _Builder:
     def entropy(self) -> str:
         def make() -> str:
             logp = self.add("LogSoftmax", [self.logits_f32()], self.n("logp"), axis=-1)
-            plogp = self.add("Mul", [self.probs(), logp], self.n("plogp"))
+            plogp = self.add("Mul", [self.probs(), logp], self.n("plogp_raw"))
+            # 0 log 0 = 0: a masked class (logit -inf) gives 0 * -inf = NaN; a NaN row keeps
+            # its NaN (NaN != 0) and never fires
+            zero = self.const("zero_f32", np.array(0.0, dtype=np.float32))
+            masked = self.add("Equal", [self.probs(), zero], self.n("p_is_zero"))
+            plogp = self.add("Where", [masked, zero, plogp], self.n("plogp"))
             axes = self.const("axes_last", np.array([-1], dtype=np.int64))
             neg = self.add("ReduceSum", [plogp, axes], self.n("neg_entropy"), keepdims=0)
             return self.add("Neg", [neg], self.n("entropy"))

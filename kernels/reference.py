@@ -12,6 +12,7 @@ __all__ = [
     "gate_scores",
     "gate_decision",
     "patience_step",
+    "defined_rows",
     "check_threshold",
     "compaction_order",
 ]
@@ -45,7 +46,8 @@ def gate_features(logits: np.ndarray) -> np.ndarray:
         raise ValueError(f"gate needs [N, C>=2] logits, got shape {logits.shape}")
     p, logp = _softmax(logits)
     top2 = np.sort(p, axis=-1)[:, -2:]
-    ent = -(p * logp).sum(axis=-1)
+    with np.errstate(invalid="ignore"):  # 0 * -inf: a masked class adds 0 log 0 = 0
+        ent = -np.where(p == 0, 0.0, p * logp).sum(axis=-1)
     return np.stack([top2[:, 1], ent, top2[:, 1] - top2[:, 0]], axis=1).astype(np.float32)
 
 
@@ -81,11 +83,21 @@ def patience_step(
     logits: np.ndarray, prev_pred: np.ndarray | None, streak: np.ndarray | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """One exit of PABEE: the argmax, and how many consecutive exits (this one included) have
-    agreed on it."""
+    agreed on it. A row whose softmax is undefined (``defined_rows``) has no prediction to
+    agree on: its streak resets to 0, so it cannot leave here."""
     pred = logits.argmax(axis=1).astype(np.int64)
     if prev_pred is None or streak is None:
-        return pred, np.ones_like(pred)
-    return pred, np.where(pred == prev_pred, streak + 1, 1).astype(np.int64)
+        new = np.ones_like(pred)
+    else:
+        new = np.where(pred == prev_pred, streak + 1, 1).astype(np.int64)
+    return pred, np.where(defined_rows(logits), new, 0).astype(np.int64)
+
+
+def defined_rows(logits: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: is the row's softmax defined (no NaN, no +inf, not every logit -inf; a
+    single -inf, a masked class, is fine)? No gate fires on a row where it is not: for
+    maxprob, entropy and margin it follows from NaN comparing false."""
+    return np.isfinite(logits.astype(np.float64).max(axis=1))
 
 
 def gate_decision(logits: np.ndarray, threshold: float, policy: str = "maxprob",
@@ -95,7 +107,7 @@ def gate_decision(logits: np.ndarray, threshold: float, policy: str = "maxprob",
     if policy == "patience":
         if streak is None:
             raise ValueError("the patience policy needs the streak from patience_step")
-        return streak.astype(np.float32) >= t
+        return (streak.astype(np.float32) >= t) & defined_rows(logits)
     f = gate_features(logits)
     if policy == "maxprob":
         return f[:, 0] >= t
@@ -141,7 +153,8 @@ def logit_gate_features(logits: np.ndarray) -> np.ndarray:
     entropy of ``p^2 / sum(p^2)`` (JEI-DNN's gate inputs)."""
     p, logp = _softmax(logits)
     top2 = np.sort(p, axis=-1)[:, -2:]
-    ent = -(p * logp).sum(axis=-1)
+    with np.errstate(invalid="ignore"):  # 0 * -inf: a masked class adds 0 log 0 = 0
+        ent = -np.where(p == 0, 0.0, p * logp).sum(axis=-1)
     s2 = (p * p).sum(axis=-1, keepdims=True)
     q = p * p / s2
     ent2 = -(q * (2.0 * logp - np.log(s2))).sum(axis=-1)

@@ -65,7 +65,7 @@ def gate_torch(
     top2 = torch.topk(p, 2, dim=-1).values
     p1 = top2[:, 0]
     margin = p1 - top2[:, 1]
-    entropy = -(p * logp).sum(dim=-1)
+    entropy = -torch.where(p == 0, 0.0, p * logp).sum(dim=-1)  # 0 log 0 = 0 (masked classes)
     features = torch.stack([p1, entropy, margin], dim=1)
     t = threshold.to(torch.float32)
     if policy == "maxprob":

@@ -64,7 +64,7 @@ def _gate_kernel(
         log_s = tl.log(s)
         p = e / s[:, None]
         logp = tl.where(cmask[None, :], z - log_s[:, None], 0.0)
-        entropy = -tl.sum(p * logp, axis=1)
+        entropy = -tl.sum(tl.where(p == 0.0, 0.0, p * logp), axis=1)  # 0 log 0 = 0
         top = tl.argmax(z, axis=1)
         z2 = tl.where(cols[None, :] == top[:, None], float("-inf"), z)
         p1 = 1.0 / s

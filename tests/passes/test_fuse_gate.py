@@ -115,7 +115,8 @@ def test_fuse_gate_refuses_old_opset() -> None:
 
 @pytest.mark.parametrize("policy,ops", [
     ("maxprob", ["Cast", "Softmax", "ReduceMax", "GreaterOrEqual"]),
-    ("entropy", ["Cast", "Softmax", "LogSoftmax", "Mul", "ReduceSum", "Neg", "LessOrEqual"]),
+    ("entropy", ["Cast", "Softmax", "LogSoftmax", "Mul", "Equal", "Where", "ReduceSum", "Neg",
+                 "LessOrEqual"]),
     ("margin", ["Cast", "Softmax", "TopK", "Gather", "Gather", "Sub", "GreaterOrEqual"]),
 ])
 def test_gate_computes_only_what_its_policy_reads(policy: str, ops: list[str]) -> None:

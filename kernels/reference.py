@@ -15,6 +15,7 @@ __all__ = [
     "defined_rows",
     "check_threshold",
     "compaction_order",
+    "check_run_threshold",
 ]
 
 #: column order of the gate-feature matrix every implementation returns
@@ -209,3 +210,22 @@ def twin_route(x: np.ndarray, mean: np.ndarray, inv_std: np.ndarray,
     p /= p.sum(axis=1, keepdims=True)
     cum = np.cumsum(p, axis=1)
     return cum[:, list(columns)].astype(np.float32)
+
+
+def check_run_threshold(policy: str, threshold: float) -> str | None:
+    """None if ``threshold`` may override ``policy``'s at run time, else the rule it breaks:
+    the compile-time range, or a value that disables the exit (maxprob, margin and the learned
+    policies: above 1; entropy: below 0; patience: +inf). Only NaN is refused for a policy this
+    eeopt does not know. The C++ runtime applies the same rule (cpp/src/inputs.cpp)."""
+    t = float(threshold)
+    if np.isnan(t):
+        return "a threshold must be a number, not NaN"
+    if policy in ("maxprob", "margin"):
+        return None if t > 0.0 else "each must be > 0 (above 1 disables the exit)"
+    if policy in LEARNED_POLICIES:
+        return None if t >= 0.0 else "each must be >= 0 (above 1 disables the exit)"
+    if policy == "entropy":
+        return None if t < np.inf else "each must be finite (below 0 disables the exit)"
+    if policy == "patience":
+        return None if t >= 1.0 else "each must be >= 1 (inf disables the exit)"
+    return None  # a policy this eeopt does not know: no range to hold it to

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <sstream>
 
 #include "text.h"
 
@@ -87,15 +88,39 @@ int64_t check_inputs(const std::vector<TensorSpec>& specs, const Inputs& inputs,
   return batch.value_or(0);
 }
 
+std::string check_run_threshold(const std::string& policy, float t) {
+  if (std::isnan(t)) return "a threshold must be a number, not NaN";
+  if (policy == "maxprob" || policy == "margin") {
+    return t > 0.0f ? "" : "each must be > 0 (above 1 disables the exit)";
+  }
+  if (policy == "jei" || policy == "gate-unit" || policy == "cost-sensitive" ||
+      policy == "twin") {
+    return t >= 0.0f ? "" : "each must be >= 0 (above 1 disables the exit)";
+  }
+  if (policy == "entropy") {
+    return std::isinf(t) && t > 0 ? "each must be finite (below 0 disables the exit)" : "";
+  }
+  if (policy == "patience") return t >= 1.0f ? "" : "each must be >= 1 (inf disables the exit)";
+  return "";  // a policy this runtime does not know: no range to hold it to
+}
+
 std::vector<float> resolve_thresholds(const std::vector<float>& compiled,
+                                      const std::vector<std::string>& policies,
                                       const std::optional<std::vector<float>>& override) {
   if (!override) return compiled;
   if (override->size() != compiled.size()) {
     throw UsageError("the program has " + std::to_string(compiled.size()) + " gated exits; got " +
                      std::to_string(override->size()) + " thresholds");
   }
-  for (float t : *override) {
-    if (std::isnan(t)) throw UsageError("a threshold is NaN");
+  for (size_t j = 0; j < override->size(); ++j) {
+    const float t = (*override)[j];
+    const std::string rule = check_run_threshold(policies.at(j), t);
+    if (!rule.empty()) {
+      std::ostringstream v;
+      v << t;  // as Python's :g
+      throw UsageError("thresholds value " + v.str() + " for exit " + std::to_string(j) +
+                       " is out of range for policy " + policies.at(j) + ": " + rule);
+    }
   }
   return *override;
 }

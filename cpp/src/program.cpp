@@ -62,6 +62,7 @@ struct Program::Impl {
   Ort::MemoryInfo memory{nullptr};
   std::vector<Stage> stages;
   std::vector<float> thresholds;
+  std::vector<std::string> policies;  // each gated exit's
   std::vector<int> input_slots;   // the program's inputs, in manifest order
   int num_slots = 0;
 };
@@ -127,7 +128,10 @@ Program Program::load(const fs::path& dir, std::optional<int> threads) {
     } catch (const Ort::Exception& e) {
       throw UnsupportedModelError("ONNX Runtime cannot load the model: " + first_line(e.what()));
     }
-    if (st.spec.gate) p->thresholds.push_back(static_cast<float>(st.spec.gate->threshold));
+    if (st.spec.gate) {
+      p->thresholds.push_back(static_cast<float>(st.spec.gate->threshold));
+      p->policies.push_back(st.spec.gate->policy);
+    }
     p->stages.push_back(std::move(st));
   }
   for (Stage& st : p->stages) {  // pointers into strings that no longer move
@@ -142,7 +146,7 @@ Result Program::run(const Inputs& inputs, const std::optional<std::vector<float>
                     RunStats* stats) const {
   const Impl& p = *impl_;
   const int64_t n = detail::check_inputs(p.manifest.inputs, inputs);
-  const std::vector<float> thr = detail::resolve_thresholds(p.thresholds, thresholds);
+  const std::vector<float> thr = detail::resolve_thresholds(p.thresholds, p.policies, thresholds);
   const int64_t classes = p.manifest.num_classes;
   Result res;
   res.rows = n;

@@ -71,17 +71,44 @@ TEST(CheckInputs, SymbolicDimsMustAgree) {
 
 TEST(ResolveThresholds, DefaultsOrOneValuePerGatedExit) {
   const std::vector<float> compiled{0.9f, 0.8f};
-  EXPECT_EQ(eeopt::detail::resolve_thresholds(compiled, std::nullopt), compiled);
-  EXPECT_EQ(eeopt::detail::resolve_thresholds(compiled, std::vector<float>{2.0f, 0.1f}),
+  const std::vector<std::string> policies{"maxprob", "maxprob"};
+  EXPECT_EQ(eeopt::detail::resolve_thresholds(compiled, policies, std::nullopt), compiled);
+  EXPECT_EQ(eeopt::detail::resolve_thresholds(compiled, policies, std::vector<float>{2.0f, 0.1f}),
             (std::vector<float>{2.0f, 0.1f}));
   try {
-    eeopt::detail::resolve_thresholds(compiled, std::vector<float>{0.5f});
+    eeopt::detail::resolve_thresholds(compiled, policies, std::vector<float>{0.5f});
     FAIL();
   } catch (const eeopt::UsageError& e) {
     EXPECT_STREQ(e.what(), "the program has 2 gated exits; got 1 thresholds");
   }
-  EXPECT_THROW(eeopt::detail::resolve_thresholds(compiled, std::vector<float>{0.5f, NAN}),
+  EXPECT_THROW(eeopt::detail::resolve_thresholds(compiled, policies,
+                                                 std::vector<float>{0.5f, NAN}),
                eeopt::UsageError);
+}
+
+// Overrides are held to the compile-time range, or to a value that disables the exit: -1 and 0
+// once made every row leave at exit 0.
+TEST(ResolveThresholds, OverridesKeepTheirPolicysRange) {
+  const std::vector<float> compiled{0.9f, 0.8f};
+  const std::vector<std::string> maxprob{"maxprob", "maxprob"};
+  for (float bad : {-1.0f, 0.0f}) {
+    try {
+      eeopt::detail::resolve_thresholds(compiled, maxprob, std::vector<float>{0.5f, bad});
+      FAIL() << bad;
+    } catch (const eeopt::UsageError& e) {
+      EXPECT_EQ(std::string(e.what()),
+                "thresholds value " + std::string(bad == 0.0f ? "0" : "-1") +
+                    " for exit 1 is out of range for policy maxprob: each must be > 0 (above 1 "
+                    "disables the exit)");
+    }
+  }
+  EXPECT_EQ(eeopt::detail::check_run_threshold("maxprob", INFINITY), "");
+  EXPECT_EQ(eeopt::detail::check_run_threshold("entropy", -1.0f), "");
+  EXPECT_NE(eeopt::detail::check_run_threshold("entropy", INFINITY), "");
+  EXPECT_NE(eeopt::detail::check_run_threshold("patience", 0.5f), "");
+  EXPECT_EQ(eeopt::detail::check_run_threshold("patience", INFINITY), "");
+  EXPECT_EQ(eeopt::detail::check_run_threshold("jei", 0.0f), "");
+  EXPECT_NE(eeopt::detail::check_run_threshold("twin", -0.5f), "");
 }
 
 }  // namespace

@@ -8,7 +8,6 @@ and hands them to the backend's ``_run``; each backend module (``ort``, ``aoti``
 from __future__ import annotations
 
 import abc
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -16,6 +15,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from eeopt.errors import DataError, ManifestError, UsageError
+from eeopt.kernels.reference import check_run_threshold
 from eeopt.program import Manifest, TensorSpec
 
 __all__ = ["Inputs", "InputChecker", "Program", "Result", "StageCall", "check_inputs"]
@@ -213,18 +213,31 @@ class Program(abc.ABC):
     # ------------------------------------------------------------------ thresholds
     def resolve_thresholds(self, thresholds: float | Sequence[float] | None) -> np.ndarray:
         """One float32 threshold per gated exit: the compiled ones (None), one value for
-        every exit, or one per exit. A value above 1 disables a maxprob exit."""
+        every exit, or one per exit, each in its policy's range or a value that disables the
+        exit (``kernels.reference.check_run_threshold``: above 1 for maxprob)."""
         if thresholds is None:
             return self._thresholds
         k = self.num_exits - 1
-        if isinstance(thresholds, (int, float, np.floating)):
+        if isinstance(thresholds, (int, float, np.integer, np.floating)) and not isinstance(
+                thresholds, bool):
             vals = [float(thresholds)] * k
+        elif isinstance(thresholds, (str, bytes)) or not isinstance(thresholds,
+                                                                    (Sequence, np.ndarray)):
+            raise UsageError(f"{{thresholds}} must be a number or one number per gated exit, "
+                             f"got {type(thresholds).__name__} {thresholds!r}")
         else:
-            vals = [float(t) for t in thresholds]
+            try:
+                vals = [float(t) for t in thresholds]
+            except (TypeError, ValueError):
+                raise UsageError(f"{{thresholds}} must be numbers, got {list(thresholds)!r}"
+                                 ) from None
         if len(vals) != k:
             raise UsageError(f"the program has {k} gated exits; got {len(vals)} thresholds")
-        if any(math.isnan(v) for v in vals):
-            raise UsageError("a threshold is NaN")
+        for j, (v, policy) in enumerate(zip(vals, self._policies, strict=True)):
+            rule = check_run_threshold(policy, v)
+            if rule:
+                raise UsageError(f"{{thresholds}} value {v:g} for exit {j} is out of range for "
+                                 f"policy {policy}: {rule}")
         return np.array(vals, dtype=np.float32)
 
     def set_thresholds(self, thresholds: float | Sequence[float]) -> None:

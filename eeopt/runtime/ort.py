@@ -127,7 +127,8 @@ class OrtProgram(Program):
         self._hot = list(hot)
         # the one-row path's view of the stages: plain tuples, nothing looked up per call
         self._one = tuple(
-            (h.run, h.fetch, h.inputs, h.threshold, tuple(zip(h.produces, h.produced_at)),
+            (h.run, h.fetch, h.inputs, h.threshold,
+             tuple(zip(h.produces, h.produced_at, strict=True)),
              tuple(t for t, _ in h.compact), np.full(1, k, dtype=np.int64))
             for k, h in enumerate(hot))
         # the hottest case of all, one row of a lone input into a gated first stage that reads

@@ -93,3 +93,42 @@ def test_load_finds_the_loader_by_backend(program: Program, tmp_path: Path) -> N
         del LOADERS["custom"]
     with pytest.raises(ManifestError, match="OrtProgram runs 'onnxruntime' programs"):
         OrtProgram(d, dataclasses.replace(load_manifest(d), backend="aoti"))
+
+
+def test_threshold_overrides_keep_their_policys_range(program: Program) -> None:
+    """-1 and 0 once made every row leave at exit 0; a string raised a raw ValueError."""
+    for bad in (-1.0, 0.0):
+        with pytest.raises(UsageError, match=f"thresholds value {bad:g} for exit 0 is out of "
+                                             "range for policy maxprob: each must be > 0"):
+            program.run(X, thresholds=[bad, 0.5])
+    with pytest.raises(UsageError, match="thresholds must be a number or one number per gated "
+                                         "exit, got str '0.9'"):
+        program.run(X, thresholds="0.9")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="thresholds must be numbers"):
+        program.run(X, thresholds=[0.5, "high"])  # type: ignore[list-item]
+    never = program.run(X, thresholds=2.0)  # above 1 disables a maxprob exit
+    assert (never.exit == program.num_exits - 1).all()
+    np.testing.assert_array_equal(program.run(X, thresholds=np.float32(0.5)).exit,
+                                  program.run(X).exit)
+
+
+def test_the_cli_and_the_cpp_runtime_refuse_the_same_overrides(program: Program,
+                                                              tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    np.save(tmp_path / "x.npy", X)
+    proc = subprocess.run([sys.executable, "-m", "eeopt", "run", str(program.path), "--input",
+                           str(tmp_path / "x.npy"), "--output", str(tmp_path / "o.npz"),
+                           "--thresholds=-1,0.5"], capture_output=True, text=True, timeout=120)
+    want = ("thresholds value -1 for exit 0 is out of range for policy maxprob: each must be "
+            "> 0 (above 1 disables the exit)")
+    assert proc.returncode == 2 and proc.stderr == f"eeopt run: error: --{want}\n"
+    assert not (tmp_path / "o.npz").exists()
+    binary = Path(__file__).resolve().parents[2] / "build" / "cpp" / "eeopt_run"
+    if binary.is_file():
+        cpp = subprocess.run([str(binary), str(program.path), "--input",
+                              f"x={tmp_path / 'x.npy'}", "--exits", str(tmp_path / "e.npy"),
+                              "--logits", str(tmp_path / "l.npy"), "--thresholds", "-1,0.5"],
+                             capture_output=True, text=True, timeout=120)
+        assert cpp.returncode == 2 and cpp.stderr.startswith(f"eeopt_run: error: {want}")

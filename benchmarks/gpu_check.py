@@ -174,7 +174,8 @@ def bench(res: dict[str, Any], thr: list[float], args: argparse.Namespace) -> No
                          backend="aoti", device="cuda", force=True, progress=True)
     res["compile_s"] = round(time.perf_counter() - t0, 1)
     res["gate"] = prog.manifest.settings.get("gate")
-    graphed = load_torch(work / "aoti", device="cuda", cuda_graphs=True, graph_max_batch=256)
+    graphed = load_torch(work / "aoti", device="cuda", cuda_graphs=True, graph_max_batch=256,
+                         allow_native=True)  # built just above
 
     # parity with the ONNX Runtime CPU program of the same thresholds
     cpu_model = load_demo_cnn().eval()

@@ -96,6 +96,7 @@ def run_bench(
     frontier_limit: int = 3000,
     progress: bool = True,
     passes: int = 3,
+    allow_native: bool = False,
 ) -> dict[str, Any]:
     """Accuracy, exit fractions, latency against the plain network (interleaved, same
     process), ideal and predicted latency from the profile, and the accuracy-latency frontier
@@ -103,11 +104,12 @@ def run_bench(
 
     Each batch size is timed in ``passes`` passes over the data; the one with the median
     speedup is reported (every pass's speedup and efficiency are listed beside it), so that
-    a phase in which a shared machine runs slow does not decide the result."""
+    a phase in which a shared machine runs slow does not decide the result. ``allow_native``:
+    as for ``eeopt.load``."""
     if passes < 1:
         raise UsageError(f"{{passes}} must be >= 1, got {passes}")
     configure_threads(threads)
-    program = load(program_dir, threads=threads)
+    program = load(program_dir, threads=threads, allow_native=allow_native)
     src = plain_model_path(program.manifest, model)
     graph = capture(src)
     plain = make_session(cut_to_outputs(graph, [graph.output_names[-1]]).model

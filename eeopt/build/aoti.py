@@ -227,7 +227,7 @@ def compile_aoti(
             logger.info("verified: stages reproduce every exit (max abs error %.2e)", worst)
 
     write_dir(out, fill, force=force)
-    return load_torch(Path(out), threads, device)
+    return load_torch(Path(out), threads, device, allow_native=True)  # built here
 
 
 def verify_torch(prog: TorchProgram, module: Any, example_inputs: Any,

@@ -39,6 +39,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     help="planner budgets for the frontier (default 0,0.25,0.5,1,2,4)")
     be.add_argument("--no-frontier", action="store_true", help="skip the frontier")
     be.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads (default 1)")
+    be.add_argument("--allow-native", action="store_true",
+                    help="also bench programs whose stages hold native code (aoti, tensorrt), "
+                    "which loading runs: only programs you trust")
     be.add_argument("--limit", type=int, default=None, help="use only the first N rows")
     be.add_argument("--passes", type=int, default=3,
                     help="timed passes per batch size; the one with the median speedup is "
@@ -64,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         calib = plan.calibration if plan and plan.calibration not in ("", "arrays") else None
     res = run_bench(args.program, args.data, batches=batches, model=args.model,
                     calib=None if args.no_frontier else calib, budgets=budgets,
-                    threads=args.threads, limit=args.limit, passes=args.passes)
+                    threads=args.threads, limit=args.limit, passes=args.passes,
+                    allow_native=args.allow_native)
     print(format_bench(res))
     if args.json:
         write_file(args.json, json.dumps(res, indent=2) + "\n")

@@ -53,6 +53,7 @@ FLAGS = {
     "arch": "--arch",
     "lr": "--lr",
     "alternate": "--alternate",
+    "allow_native": "--allow-native",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -34,6 +34,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--thresholds", type=threshold_list, default=None, metavar="T0,T1,...",
                    help="override the compiled thresholds for this run")
     r.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    r.add_argument("--allow-native", action="store_true",
+                   help="also run programs whose stages hold native code (aoti, tensorrt), "
+                   "which loading runs: only programs you trust")
 
     return r  # type: ignore[no-any-return]
 
@@ -49,7 +52,7 @@ def save_results(path: str, **arrays: np.ndarray) -> None:
 @in_flags
 def run(args: argparse.Namespace) -> int:
     """Run ``eeopt run``; returns the exit status."""
-    program = load(args.program, threads=args.threads)
+    program = load(args.program, threads=args.threads, allow_native=args.allow_native)
     data = load_arrays(args.input)
     feeds = data if isinstance(data, dict) else {program.input_specs[0].name: data}
     if not isinstance(data, dict) and len(program.input_specs) > 1:

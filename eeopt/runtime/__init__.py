@@ -7,6 +7,12 @@ It imports only ``eeopt.program``, ``eeopt.errors`` and ``eeopt.kernels.referenc
 compiler, the graph passes, onnx or torch: an application that runs programs needs none of
 them (torch is imported only to run an ``aoti`` or ``tensorrt`` program). ``load`` finds the
 backend's loader by the manifest's ``backend`` name; ``register_loader`` adds one.
+
+Trust: a program directory is untrusted input. ``load`` verifies the manifest and every stage
+file's sha256 (integrity: the files are the ones the manifest names, not who wrote them).
+Loading an onnxruntime program runs no code from the directory. ``aoti`` and ``tensorrt``
+programs carry native code (the shared library in each ``.pt2``, TensorRT engines) that loading
+runs, so ``load`` refuses them unless the caller opts in with ``allow_native=True``.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from eeopt.runtime.tensorrt import TrtProgram, load_tensorrt
 
 __all__ = [
     "LOADERS",
+    "NATIVE",
     "InputChecker",
     "Inputs",
     "Loader",
@@ -41,6 +48,7 @@ __all__ = [
     "TorchProgram",
     "TrtProgram",
     "check_inputs",
+    "check_native",
     "configure_threads",
     "fast_run",
     "global_threads",
@@ -56,20 +64,39 @@ Loader = Callable[[Path, Manifest, "int | None"], Program]
 
 #: backend name (the manifest's ``backend``) -> its loader
 LOADERS: dict[str, Loader] = {}
+#: the backends whose programs carry native code that loading runs
+NATIVE: set[str] = set()
 
 
-def register_loader(backend: str, loader: Loader) -> None:
-    """Make ``eeopt.load`` open programs whose manifest says ``backend`` with ``loader``."""
+def register_loader(backend: str, loader: Loader, *, native: bool = False) -> None:
+    """Make ``eeopt.load`` open programs whose manifest says ``backend`` with ``loader``;
+    ``native``: its programs carry native code that loading runs (``allow_native``)."""
     LOADERS[backend] = loader
+    if native:
+        NATIVE.add(backend)
+    else:
+        NATIVE.discard(backend)
 
 
 register_loader("onnxruntime", load_ort)
-register_loader("aoti", load_aoti)
-register_loader("tensorrt", load_tensorrt)
+register_loader("aoti", load_aoti, native=True)
+register_loader("tensorrt", load_tensorrt, native=True)
 
 
-def load(path: str | os.PathLike[str], threads: int | None = None) -> Program:
-    """Load and verify a compiled program directory (manifest, sha256 of every stage file)."""
+def check_native(path: Path, backend: str, allow_native: bool) -> None:
+    """Refuse a program that carries native code unless the caller trusts it."""
+    if backend in NATIVE and not allow_native:
+        raise ManifestError(
+            f"{path} is a {backend!r} program: its stage files hold native code that loading "
+            "runs, and eeopt cannot tell who built them (the sha256 checks integrity, not "
+            "origin); load it only if you trust it, with {allow_native=True}")
+
+
+def load(path: str | os.PathLike[str], threads: int | None = None, *,
+         allow_native: bool = False) -> Program:
+    """Load and verify a compiled program directory (manifest, sha256 of every stage file).
+    ``allow_native``: also load programs whose stages carry native code (``aoti``,
+    ``tensorrt``), which loading runs; refused by default."""
     p = Path(path)
     manifest = load_manifest(p)
     loader = LOADERS.get(manifest.backend)
@@ -77,4 +104,5 @@ def load(path: str | os.PathLike[str], threads: int | None = None) -> Program:
         raise ManifestError(
             f"{p} was compiled for backend {manifest.backend!r}; this runtime runs "
             f"{', '.join(repr(b) for b in LOADERS)} programs")
+    check_native(p, manifest.backend, allow_native)
     return loader(p, manifest, threads)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from eeopt.errors import BackendUnavailableError, DataError, first_line
+from eeopt.errors import BackendUnavailableError, DataError, ManifestError, first_line
 from eeopt.kernels.reference import NEVER
 from eeopt.program import Manifest, load_manifest, resolve_in_dir
 from eeopt.runtime.base import Program, Result
@@ -381,11 +381,20 @@ class TorchProgram(Program):
 
 
 def load_torch(path: str | Path, threads: int | None = None, device: str | None = None, *,
-               cuda_graphs: bool = False, graph_max_batch: int = 256) -> TorchProgram:
-    """Load and verify an ``aoti`` program directory. ``cuda_graphs`` (CUDA only): replay each
-    stage from a CUDA graph per power-of-two batch bucket up to ``graph_max_batch`` rows."""
+               cuda_graphs: bool = False, graph_max_batch: int = 256,
+               allow_native: bool = False) -> TorchProgram:
+    """Load and verify an ``aoti`` program directory. Its ``.pt2`` packages hold native code
+    that loading runs: ``allow_native=True`` says you trust it (refused otherwise).
+    ``cuda_graphs`` (CUDA only): replay each stage from a CUDA graph per power-of-two batch
+    bucket up to ``graph_max_batch`` rows."""
     p = Path(path)
-    return TorchProgram(p, load_manifest(p), threads, device, cuda_graphs=cuda_graphs,
+    manifest = load_manifest(p)
+    if not allow_native:
+        raise ManifestError(
+            f"{p} is an 'aoti' program: its stage files hold native code that loading runs, "
+            "and eeopt cannot tell who built them (the sha256 checks integrity, not origin); "
+            "load it only if you trust it, with {allow_native=True}")
+    return TorchProgram(p, manifest, threads, device, cuda_graphs=cuda_graphs,
                         graph_max_batch=graph_max_batch)
 
 

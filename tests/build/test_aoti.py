@@ -96,7 +96,7 @@ def test_run_all_matches_the_module(residual: dict) -> None:
 
 
 def test_load_returns_the_torch_program_and_device_results(residual: dict) -> None:
-    prog = eeopt.load(residual["dir"], threads=1)
+    prog = eeopt.load(residual["dir"], threads=1, allow_native=True)
     assert type(prog).__name__ == "TorchProgram"
     assert prog.manifest.backend == "aoti"
     assert [s.file for s in prog.manifest.stages] == ["stage0.pt2", "stage1.pt2", "stage2.pt2"]
@@ -222,7 +222,7 @@ def test_graph_bucket_logic_on_cpu(residual: dict) -> None:
             outs = list(self.stage.runner(static))
             return _Replay(self.stage.runner, static, outs), static, outs
 
-    prog = eeopt.load(residual["dir"], threads=1)
+    prog = eeopt.load(residual["dir"], threads=1, allow_native=True)
     plain = [prog.run(residual["x"][:m]) for m in (1, 3, 37, 64)]
     prog.replay_from_graphs(32, _CpuGraphed)  # type: ignore[attr-defined] # 64 rows: eager
     for _ in range(2):  # the second round replays the buckets captured in the first
@@ -244,7 +244,7 @@ def test_aoti_cuda_program_matches_ort(residual: dict, tmp_path: Path) -> None:
     ex = tuple(t.cuda() for t in topologies.example("residual", 4, seed=12))
     prog = eeopt.compile(model, tmp_path / "cuda", example_inputs=ex,
                          thresholds=residual["thr"], backend="aoti", device="cuda")
-    graphed = load_torch(tmp_path / "cuda", cuda_graphs=True)
+    graphed = load_torch(tmp_path / "cuda", cuda_graphs=True, allow_native=True)
     for seed, batch in _seeds_batches():
         x = topologies.example("residual", batch, seed=100 + seed)[0].numpy()
         want = residual["ort"].run(x)

@@ -9,7 +9,8 @@ ramp for weighted-entropy), with the same optimiser and seed. Then, per objectiv
 
 - per-exit accuracy on test, and ECE (15 bins on the max probability);
 - accuracy against expected MACs: for each accuracy budget, the one max-probability threshold
-  with the lowest expected MACs on val (``eeopt.planning.pick_global_threshold``) is applied to test;
+  with the lowest expected MACs on val (``eeopt.planning.pick_global_threshold``) is applied to
+  test;
   MACs per exit from ``count_exit_macs`` (Conv/Linear multiply-accumulates, forward hooks);
 - accuracy under perturbation: Gaussian noise (sigma 0.15, clipped to [0, 1]) and a 2-pixel
   shift (down and right, zero fill), per exit, and how often the prediction stays the same;

@@ -11,10 +11,10 @@ from tqdm import tqdm
 
 from eeopt.cli.common import in_flags, load_arrays, positive_int, threshold_list
 from eeopt.errors import DataError, UsageError
-from eeopt.program import write_file
+from eeopt.program import check_new_output, write_file
 from eeopt.runtime import load
 
-__all__ = ["add_parser", "run", "save_results"]
+__all__ = ["add_parser", "check_output", "run", "save_results"]
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -41,17 +41,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     return r  # type: ignore[no-any-return]
 
 
-def save_results(path: str, **arrays: np.ndarray) -> None:
-    """``arrays`` into the ``.npz`` at ``path``, atomically."""
+def check_output(path: str) -> Path:
+    """The ``--output`` path, checked before any work: an ``.npz`` file that can be written."""
     dest = Path(path)
     if dest.suffix != ".npz":
         raise UsageError(f"--output {dest} must end in .npz")
+    return check_new_output(dest, force=True, directory=False)
+
+
+def save_results(path: str, **arrays: np.ndarray) -> None:
+    """``arrays`` into the ``.npz`` at ``path``, atomically."""
+    dest = check_output(path)
     write_file(dest, lambda tmp: np.savez(tmp, **arrays), suffix=".npz")  # type: ignore[arg-type]
 
 
 @in_flags
 def run(args: argparse.Namespace) -> int:
     """Run ``eeopt run``; returns the exit status."""
+    check_output(args.output)
     program = load(args.program, threads=args.threads, allow_native=args.allow_native)
     data = load_arrays(args.input)
     feeds = data if isinstance(data, dict) else {program.input_specs[0].name: data}

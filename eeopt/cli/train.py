@@ -105,7 +105,7 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--lambda and --alternate apply to --objective jei")
     if not args.lr > 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
-    check_new_output(args.out, force=args.force)
+    check_new_output(args.out, force=args.force, marker="metrics.json")  # a run's
     if args.image_size < 32:
         raise UsageError(f"--image-size must be >= 32, got {args.image_size}")
 

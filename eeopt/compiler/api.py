@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from eeopt.compiler.backends import get_backend
 from eeopt.compiler.settings import CompileSettings
+from eeopt.errors import UsageError
 from eeopt.program import check_new_output
 from eeopt.runtime import Program
 
@@ -28,6 +30,10 @@ def compile_with(model: Any, out: str | os.PathLike[str], settings: CompileSetti
     """``compile`` with its options as one ``CompileSettings``."""
     backend = get_backend(settings.backend)
     dest = check_new_output(out, force=settings.force)  # before any expensive work
+    if isinstance(model, (str, os.PathLike)) and dest.exists() \
+            and dest.resolve() in Path(model).resolve().parents:
+        raise UsageError(f"the model {model} is inside {{out}} {dest}, which the compile "
+                         "would replace; write the program elsewhere")
     return backend.compile(model, dest, settings, example_inputs)
 
 

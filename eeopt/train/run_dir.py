@@ -18,7 +18,10 @@ import torch
 from eeopt.frontend import export_torch
 from eeopt.program import write_dir
 
-__all__ = ["write_run"]
+__all__ = ["RUN_MARKER", "write_run"]
+
+#: the file that makes a folder a training run, which ``force`` may replace
+RUN_MARKER = "metrics.json"
 
 
 def write_run(out: str | os.PathLike[str], model: torch.nn.Module, example: Any, *,
@@ -41,5 +44,5 @@ def write_run(out: str | os.PathLike[str], model: torch.nn.Module, example: Any,
                       torch_version=torch.__version__, metrics=report.get("metrics"))
         (tmp / "metrics.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
 
-    write_dir(out, fill, force=force)
+    write_dir(out, fill, force=force, marker=RUN_MARKER)
     return Path(out)

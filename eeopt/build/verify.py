@@ -8,10 +8,9 @@ NaN where the reference has NaN matches: that NaN is the model's own, on these i
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
-
-import logging
 
 import numpy as np
 

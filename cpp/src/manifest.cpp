@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "inputs.h"
 #include "text.h"
 
 namespace eeopt::detail {
@@ -80,6 +81,10 @@ TensorSpec parse_tensor(const json& d, const std::string& where) {
     fail(where + ".batch_axis must be an int or null; recompile");
   }
   t.name = req(d, "name", Kind::String, where).get<std::string>();
+  if (t.batch_axis && (*t.batch_axis < 0 || *t.batch_axis >= static_cast<int>(t.shape.size()))) {
+    fail(where + " " + repr(t.name) + " has batch_axis " + std::to_string(*t.batch_axis) +
+         ", but its shape has " + std::to_string(t.shape.size()) + " axes; recompile");
+  }
   t.dtype = req(d, "dtype", Kind::String, where).get<std::string>();
   return t;
 }
@@ -100,6 +105,13 @@ StageSpec parse_stage(const json& d, int i) {
     GateSpec g;
     g.policy = req(*gate, "policy", Kind::String, where + ".gate").get<std::string>();
     g.threshold = req(*gate, "threshold", Kind::Number, where + ".gate").get<double>();
+    const std::string rule = check_run_threshold(g.policy, static_cast<float>(g.threshold));
+    if (!rule.empty()) {
+      std::ostringstream v;
+      v << g.threshold;  // as Python's :g
+      fail(where + ".gate.threshold " + v.str() + " is out of range for policy " + g.policy +
+           ": " + rule + "; recompile");
+    }
     req(*gate, "features", Kind::Array, where + ".gate");
     s.gate = g;
   }

@@ -179,6 +179,18 @@ TEST_F(ManifestTest, RequiresWhatTheSchemaRequires) {
   EXPECT_GE(checked, 20);
 }
 
+// A tampered manifest once ran and gave wrong output: a batch axis past the tensor's rank
+// returned 0 rows; a -5 threshold was taken.
+TEST_F(ManifestTest, RefusesAxesPastTheRankAndThresholdsOutOfRange) {
+  manifest_["inputs"][0]["batch_axis"] = 5;
+  EXPECT_EQ(load_error(), "manifest: inputs 'x' has batch_axis 5, but its shape has 2 axes; "
+                          "recompile");
+  SetUp();
+  manifest_["stages"][0]["gate"]["threshold"] = -5;
+  EXPECT_EQ(load_error(), "manifest: stages[0].gate.threshold -5 is out of range for policy "
+                          "maxprob: each must be > 0 (above 1 disables the exit); recompile");
+}
+
 TEST_F(ManifestTest, RefusesWhatIsNotAProgram) {
   EXPECT_EQ(load_error(), dir_.string() + " was compiled for backend 'test'; this runtime runs "
                                           "'onnxruntime' programs");

@@ -53,6 +53,10 @@ def gate_prefix(stage: int) -> str:
 
 Dim = int | str | None
 
+#: the dtypes a tensor of a program may have (numpy names)
+DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8",
+                    "uint16", "uint32", "uint64", "bool", "bfloat16"})
+
 
 @dataclass(frozen=True)
 class TensorSpec:
@@ -155,14 +159,17 @@ def _tensor(d: Any, where: str) -> TensorSpec:
         if dim is not None and not isinstance(dim, (int, str)):
             raise ManifestError(f"manifest: {where}.shape holds {dim!r}; recompile")
     axis = d.get("batch_axis", 0)
-    if axis is not None and not isinstance(axis, int):
+    if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
         raise ManifestError(f"manifest: {where}.batch_axis must be an int or null; recompile")
-    return TensorSpec(
-        name=_req(d, "name", str, where),
-        dtype=_req(d, "dtype", str, where),
-        shape=tuple(shape),
-        batch_axis=axis,
-    )
+    name = _req(d, "name", str, where)
+    if axis is not None and not 0 <= axis < len(shape):
+        raise ManifestError(f"manifest: {where} {name!r} has batch_axis {axis}, but its shape "
+                            f"has {len(shape)} axes; recompile")
+    dtype = _req(d, "dtype", str, where)
+    if dtype not in DTYPES:
+        raise ManifestError(f"manifest: {where} {name!r} has dtype {dtype!r}, which eeopt does "
+                            f"not write; recompile")
+    return TensorSpec(name=name, dtype=dtype, shape=tuple(shape), batch_axis=axis)
 
 
 def _stage(d: Any, i: int) -> StageSpec:
@@ -198,6 +205,24 @@ def _stage(d: Any, i: int) -> StageSpec:
     )
 
 
+def _check_dataflow(inputs: tuple[TensorSpec, ...], stages: tuple[StageSpec, ...]) -> None:
+    """Every tensor a stage reads or carries on is alive there (the C++ loader checks the
+    same, with the same messages)."""
+    live = {t.name for t in inputs}
+    for s in stages:
+        where = f"stages[{s.index}]"
+        for t in s.inputs:
+            if t.name not in live:
+                raise ManifestError(f"manifest: {where} reads {t.name!r}, which no earlier stage "
+                                    "carries; recompile")
+        live |= {t.name for t in s.produces}
+        for name in s.carry_after:
+            if name not in live:
+                raise ManifestError(f"manifest: {where}.carry_after names {name!r}, which is "
+                                    "neither alive nor produced there; recompile")
+        live = set(s.carry_after)
+
+
 def manifest_from_dict(d: Any) -> Manifest:
     if not isinstance(d, dict):
         raise ManifestError("manifest: the top level must be a JSON object; recompile")
@@ -219,14 +244,19 @@ def manifest_from_dict(d: Any) -> Manifest:
             raise ManifestError(
                 f"manifest: stages[{i}] must {'not ' if last else ''}carry a gate; recompile"
             )
+    inputs = tuple(_tensor(t, "inputs") for t in _req(d, "inputs", list, "manifest"))
+    num_classes = _req(d, "num_classes", int, "manifest")
+    if num_classes < 2:
+        raise ManifestError(f"manifest: num_classes {num_classes} must be >= 2; recompile")
+    _check_dataflow(inputs, stages)
     return Manifest(
         schema_version=version,
         eeopt_version=_req(d, "eeopt_version", str, "manifest"),
         backend=_req(d, "backend", str, "manifest"),
         backend_version=_req(d, "backend_version", str, "manifest"),
         onnx_opset=_req(d, "onnx_opset", int, "manifest"),
-        inputs=tuple(_tensor(t, "inputs") for t in _req(d, "inputs", list, "manifest")),
-        num_classes=_req(d, "num_classes", int, "manifest"),
+        inputs=inputs,
+        num_classes=num_classes,
         stages=stages,
         source=d.get("source") or {},
         settings=d.get("settings") or {},

@@ -187,6 +187,13 @@ class Program(abc.ABC):
         self._check = InputChecker(manifest.inputs)
         self._single = manifest.inputs[0].name if len(manifest.inputs) == 1 else None
         self._policies = tuple(s.gate.policy for s in manifest.stages if s.gate is not None)
+        for s in manifest.stages:
+            rule = None if s.gate is None else check_run_threshold(s.gate.policy,
+                                                                   s.gate.threshold)
+            if rule:
+                raise ManifestError(
+                    f"manifest: stages[{s.index}].gate.threshold {s.gate.threshold:g} is out of "  # type: ignore[union-attr]
+                    f"range for policy {s.gate.policy}: {rule}; recompile")  # type: ignore[union-attr]
         self._thresholds = np.array(manifest.thresholds, dtype=np.float32)
 
     # ------------------------------------------------------------------ properties

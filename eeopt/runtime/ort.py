@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from eeopt.errors import ManifestError
 from eeopt.kernels.reference import NEVER
 from eeopt.program import Manifest, StageSpec, resolve_in_dir
 from eeopt.runtime.base import Inputs, Program, Result, StageCall
@@ -51,6 +52,40 @@ class _Stage:
     compact_axes: dict[str, int | None]
 
 
+#: ONNX Runtime's type names, by the manifest's dtype
+_ORT_TYPES = {"float16": "tensor(float16)", "float32": "tensor(float)",
+              "float64": "tensor(double)", "int8": "tensor(int8)", "int16": "tensor(int16)",
+              "int32": "tensor(int32)", "int64": "tensor(int64)", "uint8": "tensor(uint8)",
+              "uint16": "tensor(uint16)", "uint32": "tensor(uint32)", "uint64": "tensor(uint64)",
+              "bool": "tensor(bool)", "bfloat16": "tensor(bfloat16)"}
+
+
+def _check_interface(session: Any, spec: StageSpec, num_classes: int) -> None:
+    """The stage file's inputs and outputs are the ones the manifest says (names, dtypes, the
+    logits' class count): a tampered manifest is one line here, not a failure mid-run."""
+    where = f"stage {spec.index} file {spec.file} does not match the manifest:"
+    got = {i.name: i for i in session.get_inputs()}
+    want = {t.name: t for t in spec.inputs}
+    reads = set(want) | ({spec.threshold_input} if spec.threshold_input else set())
+    if set(got) != reads:
+        raise ManifestError(f"{where} it reads {sorted(got)}, the manifest says {sorted(reads)}; "
+                            "recompile")
+    for name, t in want.items():
+        if got[name].type != _ORT_TYPES.get(t.dtype):
+            raise ManifestError(f"{where} input {name!r} is {got[name].type}, the manifest says "
+                                f"{t.dtype}; recompile")
+    outs = {o.name: o for o in session.get_outputs()}
+    needed = [spec.logits, *([spec.decision] if spec.decision else []),
+              *(t.name for t in spec.produces)]
+    for name in needed:
+        if name not in outs:
+            raise ManifestError(f"{where} it has no output {name!r}; recompile")
+    classes = outs[spec.logits].shape[-1] if outs[spec.logits].shape else None
+    if isinstance(classes, int) and classes != num_classes:
+        raise ManifestError(f"{where} its logits have {classes} classes, the manifest says "
+                            f"{num_classes}; recompile")
+
+
 def _compact(arr: np.ndarray, keep: np.ndarray, axis: int | None) -> np.ndarray:
     if axis is None:
         return arr
@@ -73,10 +108,12 @@ class OrtProgram(Program):
         self._stages: list[_Stage] = []
         for st in manifest.stages:
             file = resolve_in_dir(path, st.file)
+            session = make_session(file.read_bytes(), threads)
+            _check_interface(session, st, manifest.num_classes)
             self._stages.append(
                 _Stage(
                     spec=st,
-                    session=make_session(file.read_bytes(), threads),
+                    session=session,
                     input_names=tuple(t.name for t in st.inputs),
                     compact_axes={t: axes.get(t, 0) for t in st.carry_after},
                 )

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <string>
 
 namespace eeopt {
@@ -73,6 +74,8 @@ std::vector<int64_t> parse_shape(const std::string& header, const std::filesyste
     if (std::isdigit(static_cast<unsigned char>(c))) {
       num += c;
     } else if (c == ',' || c == ')') {
+      // 18 digits always fit in int64; a longer dimension could not be held in memory anyway
+      if (num.size() > 18) fail(path, "the header's shape has a dimension too large to hold");
       if (!num.empty()) shape.push_back(std::stoll(num));
       num.clear();
     } else if (!std::isspace(static_cast<unsigned char>(c)) && c != 'L') {
@@ -116,6 +119,9 @@ Tensor read_npy(const std::filesystem::path& path) {
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, std::strerror(errno));
+  // what the header claims is checked against what the file holds before anything is allocated
+  const std::uintmax_t file_size = std::filesystem::file_size(path, ec);
+  if (ec) fail(path, ec.message());
   char pre[kMagicLen + 2];
   if (!in.read(pre, sizeof pre) || std::memcmp(pre, kMagic, kMagicLen) != 0) {
     fail(path, "it does not start with the .npy magic string");
@@ -128,13 +134,30 @@ Tensor read_npy(const std::filesystem::path& path) {
   const std::size_t header_len = len_bytes[0] | (len_bytes[1] << 8) |
                                  (static_cast<std::size_t>(len_bytes[2]) << 16) |
                                  (static_cast<std::size_t>(len_bytes[3]) << 24);
+  const std::uintmax_t data_at = kMagicLen + 2 + static_cast<std::uintmax_t>(len_size) +
+                                 header_len;
+  if (data_at > file_size) fail(path, "the header is cut off");
   std::string header(header_len, '\0');
   if (!in.read(header.data(), static_cast<std::streamsize>(header_len))) {
     fail(path, "the header is cut off");
   }
   const DType dtype = parse_descr(header, path);
   if (parse_fortran(header, path)) fail(path, "Fortran-order arrays are not supported");
-  Tensor t(dtype, parse_shape(header, path));
+  const std::vector<int64_t> shape = parse_shape(header, path);
+  std::uintmax_t claimed = dtype_size(dtype);
+  bool overflow = false;
+  for (int64_t d : shape) {
+    const auto n = static_cast<std::uintmax_t>(d);
+    if (n != 0 && claimed > std::numeric_limits<std::uintmax_t>::max() / n) overflow = true;
+    claimed *= n;
+  }
+  if (overflow || claimed > file_size - data_at) {
+    fail(path, "the data is cut off (expected " +
+                   (overflow ? std::string("more") : std::to_string(claimed)) + " bytes for " +
+                   dtype_name(dtype) + shape_str(shape) + ", the file holds " +
+                   std::to_string(file_size - data_at) + ")");
+  }
+  Tensor t(dtype, shape);
   if (!in.read(static_cast<char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()))) {
     fail(path, "the data is cut off (expected " + std::to_string(t.nbytes()) + " bytes for " +
                    dtype_name(dtype) + shape_str(t.shape()) + ")");

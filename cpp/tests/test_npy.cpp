@@ -99,6 +99,34 @@ TEST_F(NpyTest, ErrorsAreOneLineNamingTheFile) {
             std::string::npos);
 }
 
+TEST_F(NpyTest, AHeaderClaimingMoreThanTheFileHoldsIsRefusedBeforeAllocating) {
+  // 2^28 float32s (1 GiB) and 2^43 (32 TiB) in a file of a few hundred bytes: the reader must
+  // say the data is cut off, not allocate (std::bad_alloc) and not read past the end.
+  EXPECT_NE(read_error(with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (268435456,), }", 16))
+                .find("the data is cut off (expected 1073741824 bytes"),
+            std::string::npos);
+  EXPECT_NE(read_error(with_header(
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (8388608, 1048576), }", 16))
+                .find("the data is cut off"),
+            std::string::npos);
+  // a product of dimensions that overflows 64 bits
+  EXPECT_NE(read_error(with_header("{'descr': '<f8', 'fortran_order': False, 'shape': "
+                                   "(999999999999999999, 999999999999999999), }",
+                                   16))
+                .find("the data is cut off (expected more bytes"),
+            std::string::npos);
+  EXPECT_NE(read_error(with_header("{'descr': '<f4', 'fortran_order': False, 'shape': "
+                                   "(99999999999999999999999,), }",
+                                   16))
+                .find("dimension too large"),
+            std::string::npos);
+  // a header length that points past the end of the file
+  std::string bytes = std::string("\x93NUMPY\x01\x00\xff\xff", 10) + "{'descr'";
+  EXPECT_NE(read_error(write_raw("long_header.npy", bytes)).find("the header is cut off"),
+            std::string::npos);
+}
+
 TEST(Take, SelectsAlongAnyAxisInOrder) {
   // a[i, j, k] = 100 i + 10 j + k, shape [2, 3, 2]
   std::vector<int32_t> a;

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "inputs.h"
+#include "onnx_scan.h"
 #include "text.h"
 
 namespace eeopt::detail {
@@ -236,6 +237,30 @@ fs::path resolve_in_dir(const fs::path& dir, const std::string& name) {
   return path;
 }
 
+namespace {
+
+/// An ONNX stage must hold all its data: ONNX Runtime would resolve an external data file
+/// against the current directory, outside what the sha256 covers.
+void check_self_contained(const std::string& bytes, const std::string& where) {
+  std::vector<std::string> external;
+  try {
+    external = external_data_tensors(bytes);
+  } catch (const MalformedModel& e) {
+    throw ManifestError(where + " is not a valid ONNX model (" + e.what() + "); recompile");
+  }
+  if (external.empty()) return;
+  std::string names;
+  for (std::size_t i = 0; i < external.size() && i < 3; ++i) {
+    names += (i ? ", " : "") + repr(external[i]);
+  }
+  if (external.size() > 3) names += " ...";
+  throw ManifestError(where + " keeps tensor " + names + " in an external data file, which the "
+                      "program's sha256 does not cover; eeopt never writes external data, so "
+                      "the program was modified: recompile it");
+}
+
+}  // namespace
+
 std::vector<std::string> read_stage_files(const fs::path& dir, const Manifest& m) {
   std::vector<std::string> files;
   for (const StageSpec& s : m.stages) {
@@ -251,6 +276,7 @@ std::vector<std::string> read_stage_files(const fs::path& dir, const Manifest& m
       throw ManifestError(where + " does not match its sha256 in the manifest (modified or "
                           "corrupted); recompile the program");
     }
+    if (m.backend == "onnxruntime") check_self_contained(bytes, where);
     files.push_back(std::move(bytes));
   }
   return files;

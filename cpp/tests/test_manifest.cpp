@@ -12,6 +12,7 @@
 
 #include "eeopt/program.h"
 #include "manifest.h"
+#include "onnx_scan.h"
 #include "text.h"
 
 namespace fs = std::filesystem;
@@ -222,6 +223,66 @@ TEST_F(ManifestTest, RefusesWhatIsNotAProgram) {
                                          " is not a program directory; compile one with "
                                          "`eeopt compile`");
   }
+}
+
+// Hand-written protobuf: the few ONNX fields the scan reads.
+std::string varint(uint64_t v) {
+  std::string out;
+  for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7f) | 0x80);
+  return out + static_cast<char>(v);
+}
+std::string field(uint64_t number, const std::string& bytes) {
+  return varint(number << 3 | 2) + varint(bytes.size()) + bytes;
+}
+std::string int_field(uint64_t number, uint64_t value) {
+  return varint(number << 3) + varint(value);
+}
+/// TensorProto: name 8, raw_data 9, external_data 13 (key 1, value 2), data_location 14.
+std::string tensor_proto(const std::string& name, bool external) {
+  std::string t = field(8, name) + int_field(2, 1);  // data_type FLOAT
+  if (!external) return t + field(9, std::string(16, '\0'));
+  return t + field(13, field(1, "location") + field(2, "weights.bin")) + int_field(14, 1);
+}
+/// ModelProto{ir_version 1, graph 7{initializer 5, node 1{attribute 5{g 6{initializer 5}}}}}.
+std::string model_proto(bool external_initializer, bool external_in_subgraph) {
+  const std::string subgraph = field(5, tensor_proto("inner", external_in_subgraph));
+  const std::string node = field(5, field(1, "then_branch") + field(6, subgraph));
+  return int_field(1, 10) +
+         field(7, field(1, node) + field(5, tensor_proto("w", external_initializer)));
+}
+
+TEST(OnnxScan, FindsExternalDataAtAnyDepth) {
+  using eeopt::detail::external_data_tensors;
+  EXPECT_TRUE(external_data_tensors(model_proto(false, false)).empty());
+  EXPECT_EQ(external_data_tensors(model_proto(true, false)), std::vector<std::string>{"w"});
+  EXPECT_EQ(external_data_tensors(model_proto(false, true)), std::vector<std::string>{"inner"});
+  // data_location alone marks it, with no external_data entries
+  const std::string located = field(8, "v") + int_field(14, 1);
+  EXPECT_EQ(external_data_tensors(field(7, field(5, located))), std::vector<std::string>{"v"});
+  EXPECT_THROW(external_data_tensors("hello, world"), eeopt::detail::MalformedModel);
+  EXPECT_THROW(external_data_tensors(field(7, "xy").substr(0, 3)), eeopt::detail::MalformedModel);
+  // an attribute's subgraph's node's attribute ..., nested past protobuf's depth limit
+  std::string attr = field(5, tensor_proto("d", true));
+  for (int i = 0; i < 10; ++i) attr = field(6, field(1, field(5, attr)));
+  EXPECT_EQ(external_data_tensors(field(7, field(1, field(5, attr)))),
+            std::vector<std::string>{"d"});
+  for (int i = 0; i < 40; ++i) attr = field(6, field(1, field(5, attr)));
+  EXPECT_THROW(external_data_tensors(field(7, field(1, field(5, attr)))),
+               eeopt::detail::MalformedModel);
+}
+
+TEST_F(ManifestTest, RefusesAnOnnxStageWithExternalData) {
+  manifest_["backend"] = "onnxruntime";
+  const std::string bytes = model_proto(true, false);
+  std::ofstream(dir_ / "stage0.onnx", std::ios::binary) << bytes;
+  manifest_["stages"][0]["sha256"] = eeopt::detail::sha256_hex(bytes);
+  EXPECT_EQ(load_error(), "stage 0 file stage0.onnx keeps tensor 'w' in an external data file, "
+                          "which the program's sha256 does not cover; eeopt never writes "
+                          "external data, so the program was modified: recompile it");
+  const std::string junk = "not really onnx";
+  std::ofstream(dir_ / "stage0.onnx", std::ios::binary) << junk;
+  manifest_["stages"][0]["sha256"] = eeopt::detail::sha256_hex(junk);
+  EXPECT_EQ(load_error().rfind("stage 0 file stage0.onnx is not a valid ONNX model (", 0), 0u);
 }
 
 TEST(Sha256, MatchesTheStandardTestVector) {

@@ -4,8 +4,10 @@ A leaf of eeopt's layers (it imports only ``eeopt.errors``): the runtime, the co
 command line all read and write programs through it.
 
 - ``manifest``: the versioned schema (``Manifest``, ``StageSpec``, ``TensorSpec``,
-  ``GateSpec``), ``load_manifest`` (verifies every field, every stage file's sha256, and that no
-  path leaves the directory), the names a stage gives its gate's tensors;
+  ``GateSpec``), ``load_manifest`` (verifies every field, every stage file's sha256, that no
+  path leaves the directory, and that no ONNX stage reads external data), the names a stage
+  gives its gate's tensors;
+- ``onnx_scan``: finds tensors with external data in ONNX bytes, without importing onnx;
 - ``plan``: the planner's record (``PlanRecord``, with its cost model), typed and checked;
 - ``writer``: the one atomic writer (``write_dir``, ``write_file``) and the one "already
   exists" check (``check_new_output``).

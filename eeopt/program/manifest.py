@@ -1,8 +1,9 @@
 """The compiled program's schema: ``manifest.json`` plus one file per stage.
 
 ``load_manifest`` verifies everything it reads (schema version, field types, every stage file's
-sha256, and that no path leaves the program directory) and raises ``ManifestError`` naming the
-mismatch. The names a stage gives its gate's tensors are part of the schema too.
+sha256, that no path leaves the program directory, and that no ONNX stage reads external data)
+and raises ``ManifestError`` naming the mismatch. The names a stage gives its gate's tensors
+are part of the schema too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from eeopt.errors import ManifestError
+from eeopt.program.onnx_scan import MalformedModel, external_data_tensors
 from eeopt.program.plan import PlanRecord
 
 __all__ = [
@@ -303,13 +305,33 @@ def load_manifest(directory: str | os.PathLike[str], *, verify_files: bool = Tru
             path = resolve_in_dir(d, s.file)
             if not path.is_file():
                 raise ManifestError(f"stage {s.index} file {s.file} is missing from {d}; recompile")
-            digest = sha256_file(path)
+            onnx_stage = manifest.backend == "onnxruntime"
+            data = path.read_bytes() if onnx_stage else b""
+            digest = hashlib.sha256(data).hexdigest() if onnx_stage else sha256_file(path)
             if digest != s.sha256:
                 raise ManifestError(
                     f"stage {s.index} file {s.file} does not match its sha256 in the manifest "
                     "(modified or corrupted); recompile the program"
                 )
+            if onnx_stage:
+                _check_self_contained(data, f"stage {s.index} file {s.file}")
     return manifest
+
+
+def _check_self_contained(data: bytes, where: str) -> None:
+    """An ONNX stage must hold all its data: ONNX Runtime would resolve an external data file
+    against the current directory, outside what the sha256 covers."""
+    try:
+        external = external_data_tensors(data)
+    except MalformedModel as exc:
+        raise ManifestError(f"{where} is not a valid ONNX model ({exc}); recompile") from None
+    if external:
+        names = ", ".join(repr(n) for n in external[:3]) + (" ..." if len(external) > 3 else "")
+        raise ManifestError(
+            f"{where} keeps tensor {names} in an external data file, which the program's "
+            "sha256 does not cover; eeopt never writes external data, so the program was "
+            "modified: recompile it"
+        )
 
 
 def save_manifest(manifest: Manifest, directory: Path) -> Path:

@@ -39,6 +39,16 @@ def _swap_stage_files(d: Path, man: dict) -> None:
     man["stages"][1]["sha256"] = sha256_file(d / "stage1.onnx")
 
 
+def _externalize(d: Path, man: dict) -> None:
+    """Stage 0 keeps its weights in ``weights.bin`` (its sha256 updated), which ONNX Runtime
+    would resolve against the current directory: a file the sha256 does not cover."""
+    import onnx
+
+    model = onnx.load(d / "stage0.onnx")
+    onnx.save(model, d / "stage0.onnx", save_as_external_data=True, location="weights.bin")
+    man["stages"][0]["sha256"] = sha256_file(d / "stage0.onnx")
+
+
 def _set(path: tuple, value: object) -> Callable[[Path, dict], None]:
     def edit(d: Path, man: dict) -> None:
         node = man
@@ -59,25 +69,29 @@ CASES = [
      "stages[0].carry_after names 'nope', which is neither alive nor produced there"),
     ("dtype", _set(("inputs", 0, "dtype"), "foo"), "inputs 'x' has dtype 'foo'"),
     ("interface", _swap_stage_files, "stage 1 file stage1.onnx does not match the manifest"),
+    ("external data", _externalize, "stage 0 file stage0.onnx keeps tensor '"),
 ]
 
 
 @pytest.mark.parametrize("name,edit,message", CASES, ids=[c[0] for c in CASES])
 def test_a_tampered_manifest_is_one_line(program_dir: Path, tmp_path: Path, name: str,
                                          edit: Callable[[Path, dict], None],
-                                         message: str) -> None:
+                                         message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     d = tmp_path / "p"
     shutil.copytree(program_dir, d)
     man = json.loads((d / MANIFEST_NAME).read_text())
     edit(d, man)
     (d / MANIFEST_NAME).write_text(json.dumps(man))
+    if (d / "weights.bin").exists():  # where ONNX Runtime would look for it: the current folder
+        shutil.copy(d / "weights.bin", tmp_path / "weights.bin")
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(ManifestError, match=message.replace("[", r"\[").replace("]", r"\]")):
         eeopt.load(d)
     x = tmp_path / "x.npy"
     np.save(x, T.example("residual", 16, 1)[0].numpy())
     proc = subprocess.run([sys.executable, "-m", "eeopt", "run", str(d), "--input", str(x),
                            "--output", str(tmp_path / "o.npz")], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert not (tmp_path / "o.npz").exists()
 
@@ -96,13 +110,15 @@ def test_a_nan_threshold_is_refused(program_dir: Path, tmp_path: Path) -> None:
 def test_the_cpp_runtime_refuses_them_too(program_dir: Path, tmp_path: Path) -> None:
     x = tmp_path / "x.npy"
     np.save(x, T.example("residual", 16, 1)[0].numpy())
-    for name, edit, message in CASES[:2]:
+    for name, edit, message in [*CASES[:2], CASES[-1]]:
         d = tmp_path / name.replace(" ", "_")
         shutil.copytree(program_dir, d)
         man = json.loads((d / MANIFEST_NAME).read_text())
         edit(d, man)
         (d / MANIFEST_NAME).write_text(json.dumps(man))
+        if (d / "weights.bin").exists():
+            shutil.copy(d / "weights.bin", tmp_path / "weights.bin")
         proc = subprocess.run([str(EEOPT_RUN), str(d), "--input", f"x={x}", "--exits",
                                str(tmp_path / "e.npy"), "--logits", str(tmp_path / "l.npy")],
-                              capture_output=True, text=True, timeout=120)
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr

@@ -26,7 +26,8 @@ int main(int argc, char** argv) {
       ++per_exit[result.exits[i]];
     }
     for (int k = 0; k < program.num_exits(); ++k) {
-      std::printf("exit %d: %lld rows\n", k, static_cast<long long>(per_exit[k]));
+      std::printf("exit %d (%s): %lld rows\n", k, program.exit_names()[k].c_str(),
+                  static_cast<long long>(per_exit[k]));
     }
   } catch (const eeopt::Error& e) {  // one line, naming the file, input or field
     std::fprintf(stderr, "classify: error: %s\n", e.what());

@@ -63,6 +63,7 @@ struct Program::Impl {
   std::vector<Stage> stages;
   std::vector<float> thresholds;
   std::vector<std::string> policies;  // each gated exit's
+  std::vector<std::string> exit_names;  // each stage's exit_output
   std::vector<int> input_slots;   // the program's inputs, in manifest order
   int num_slots = 0;
 };
@@ -91,6 +92,7 @@ Program Program::load(const fs::path& dir, std::optional<int> threads) {
   }
   std::map<std::string, int> slots;
   for (const auto& t : m.inputs) p->input_slots.push_back(slot_of(slots, t.name));
+  for (const auto& s : m.stages) p->exit_names.push_back(s.exit_output);
 
   p->env = detail::shared_env(threads);
   p->memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
@@ -263,6 +265,7 @@ const std::vector<TensorSpec>& Program::inputs() const { return impl_->manifest.
 int Program::num_exits() const { return static_cast<int>(impl_->stages.size()); }
 int64_t Program::num_classes() const { return impl_->manifest.num_classes; }
 const std::vector<float>& Program::thresholds() const { return impl_->thresholds; }
+const std::vector<std::string>& Program::exit_names() const { return impl_->exit_names; }
 
 int64_t Result::prediction(int64_t row) const {
   const float* r = logits.data() + row * num_classes;

@@ -76,6 +76,7 @@ TEST_F(ProgramTest, ReportsTheManifest) {
   EXPECT_EQ(program_->num_exits(), 3);
   EXPECT_EQ(program_->num_classes(), 4);
   EXPECT_EQ(program_->thresholds(), (std::vector<float>{0.5f, 0.5f}));
+  EXPECT_EQ(program_->exit_names(), (std::vector<std::string>{"exit0", "exit1", "exit2"}));
   ASSERT_EQ(program_->inputs().size(), 1u);
   EXPECT_EQ(program_->inputs()[0].describe(), "x float32[N, 4]");
   EXPECT_EQ(eeopt::global_threads(), 1);

@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"eeopt     {m.eeopt_version} (schema {m.schema_version}), backend {m.backend} "
           f"{m.backend_version}, opset {m.onnx_opset}")
     print(f"inputs    {', '.join(s.describe() for s in m.inputs)}")
-    print(f"classes   {m.num_classes}; exits {m.num_exits}")
+    print(f"classes   {m.num_classes}; exits {m.num_exits} (Result.exit -> model output: "
+          + ", ".join(f"{k} -> {name}" for k, name in enumerate(m.exit_names)) + ")")
     if m.source.get("file"):
         print(f"source    {m.source['file']}")
     print()
@@ -45,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
         reads = ", ".join(t.describe() for t in s.inputs) or "-"
         passes = ", ".join(s.carry_after) or "-"
         rows.append([str(s.index), s.file, s.exit_output, str(s.nodes), reads, passes, gate])
-    print(format_table(["stage", "file", "exit", "nodes", "reads", "carries on", "gate"], rows))
+    print(format_table(["stage", "file", "model output", "nodes", "reads", "carries on", "gate"],
+                       rows))
     if m.plan:
         p = m.plan
         print("\n" + "\n".join(plan_lines(p)))

@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     all_exits = np.concatenate(exits) if exits else np.zeros((0,), np.int64)
     save_results(args.output, logits=all_logits.astype(np.float32), exit=all_exits)
     counts = np.bincount(all_exits, minlength=program.num_exits)
-    frac = ", ".join(f"exit {k}: {c / max(n, 1):.1%}" for k, c in enumerate(counts))
+    frac = ", ".join(f"exit {k} ({name}): {c / max(n, 1):.1%}"
+                     for k, (name, c) in enumerate(zip(program.exit_names, counts, strict=True)))
     print(f"wrote {args.output}: {n} rows ({frac})")
     return 0

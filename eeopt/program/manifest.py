@@ -123,6 +123,12 @@ class Manifest:
         return len(self.stages)
 
     @property
+    def exit_names(self) -> tuple[str, ...]:
+        """The source model's output name of each kept exit: ``Result.exit`` k is
+        ``exit_names[k]`` (after the planner drops exits, k no longer numbers the model's)."""
+        return tuple(s.exit_output for s in self.stages)
+
+    @property
     def thresholds(self) -> tuple[float, ...]:
         return tuple(s.gate.threshold for s in self.stages if s.gate is not None)
 

@@ -25,7 +25,8 @@ Inputs = np.ndarray | Mapping[str, np.ndarray]
 
 class Result(NamedTuple):
     """``logits``: ``[N, C]`` float32, each row's logits at the exit where it left.
-    ``exit``: ``[N]`` int64, the 0-based exit index (final classifier = num_exits - 1).
+    ``exit``: ``[N]`` int64, the 0-based index of the program's exit (final classifier =
+    num_exits - 1); ``Program.exit_names[k]`` is the model output exit k computes.
 
     A named tuple: immutable, and cheap to make (a frozen dataclass costs about 1 us more a
     call, a sixtieth of a small stage)."""
@@ -208,6 +209,12 @@ class Program(abc.ABC):
     @property
     def num_classes(self) -> int:
         return self.manifest.num_classes
+
+    @property
+    def exit_names(self) -> tuple[str, ...]:
+        """The source model's output name of each exit this program kept: a row with
+        ``Result.exit == k`` left at the model output ``exit_names[k]``."""
+        return self.manifest.exit_names
 
     @property
     def thresholds(self) -> tuple[float, ...]:

@@ -55,6 +55,19 @@ def test_compile_with_planner_then_inspect(setup: dict[str, Path]) -> None:
         plan["thresholds"])
     p = eeopt_cli("inspect", out)
     assert p.returncode == 0 and "predicted accuracy" in p.stdout and "held-out check" in p.stdout
+    # Result.exit k -> the model output it left at, also after the planner dropped exits
+    import eeopt
+
+    kept = tuple(plan["kept_outputs"])
+    assert eeopt.load(out).exit_names == kept
+    mapping = ", ".join(f"{k} -> {name}" for k, name in enumerate(kept))
+    assert f"(Result.exit -> model output: {mapping})" in p.stdout
+    x = np.load(setup["test"])["x"][:40]
+    np.save(setup["dir"] / "x40.npy", x)
+    p = eeopt_cli("run", out, "--input", setup["dir"] / "x40.npy", "--output",
+                  setup["dir"] / "o40.npz")
+    assert p.returncode == 0, p.stderr
+    assert all(f"exit {k} ({name}): " in p.stdout for k, name in enumerate(kept)), p.stdout
 
 
 def test_guarantee_mode_compiles(setup: dict[str, Path]) -> None:

@@ -77,6 +77,10 @@ class Program {
   int64_t num_classes() const;
   /// The compiled thresholds, one per gated exit.
   const std::vector<float>& thresholds() const;
+  /// The source model's output name of each exit the program kept: a row with exits[i] == k
+  /// left at the model output exit_names()[k] (k no longer numbers the model's own exits after
+  /// the planner dropped some).
+  const std::vector<std::string>& exit_names() const;
 
   Program(Program&&) noexcept;
   Program& operator=(Program&&) noexcept;

@@ -133,7 +133,8 @@ def run_objective(name: str, args: argparse.Namespace, data: dict[str, Any]) -> 
     model = DemoCNN()
     metrics = fit(model, "fashion-mnist", name, epochs=args.epochs, limit=args.limit,
                   seed=args.seed, lr=args.lr, batch_size=args.batch_size, threads=args.threads,
-                  progress=not args.quiet, val_limit=len(data["val_y"]))
+                  progress=not args.quiet, val_limit=len(data["val_y"]),
+                  grad_clip=args.grad_clip or None)
     cum = count_exit_macs(model)["cumulative"]
     val = _logits(model, data["val_x"])
     test = _logits(model, data["test_x"])
@@ -206,7 +207,8 @@ def _markdown(report: dict[str, Any]) -> str:
         "",
         f"DemoCNN (4 exits) from scratch per objective; {s['limit']} training images (seeded "
         f"subset of the train split), {s['epochs']} epoch(s) (per ramp for weighted-entropy), "
-        f"batch {s['batch_size']}, SGD lr {s['lr']}, seed {s['seed']}, {s['threads']} torch "
+        f"batch {s['batch_size']}, SGD lr {s['lr']}, gradient norm clipped to "
+        f"{s.get('grad_clip') or 'off'}, seed {s['seed']}, {s['threads']} torch "
         f"thread(s) on {report['machine']}. Thresholds are chosen on val (5,000 images), "
         "everything else is measured on test (10,000). Reproduce: "
         f"`{report['command']}` ({report['total_seconds']:.0f} s in all).",
@@ -374,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=20000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--grad-clip", type=float, default=1.0, help="0: no clipping")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--objectives", default=",".join(OBJECTIVES))

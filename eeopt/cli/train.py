@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import shlex
 import time
 from pathlib import Path
@@ -71,6 +72,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="peak SGD learning rate (default 0.05; jei: 0.01)")
     t.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="training batch size (default 128; jei: 64)")
+    t.add_argument("--grad-clip", type=float, default=1.0, metavar="NORM",
+                   help="clip each step's gradient norm to NORM (default 1.0; 0 turns "
+                   "clipping off; keeps networks without batch norm from bouncing back to "
+                   "chance)")
     t.add_argument("--freeze-backbone", action="store_true",
                    help="train only the exit heads and the final classifier")
     t.add_argument("--image-size", type=positive_int, default=64, metavar="PX",
@@ -105,6 +110,10 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--lambda and --alternate apply to --objective jei")
     if not args.lr > 0:
         raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if not (args.grad_clip >= 0 and math.isfinite(args.grad_clip)):
+        raise UsageError(f"--grad-clip must be >= 0 (0: off), got {args.grad_clip}")
+    if args.objective == "jei" and args.grad_clip != 1.0:
+        raise UsageError("--grad-clip applies to the fit objectives, not --objective jei")
     check_new_output(args.out, force=args.force, marker="metrics.json")  # a run's
     if args.image_size < 32:
         raise UsageError(f"--image-size must be >= 32, got {args.image_size}")
@@ -123,6 +132,8 @@ def _command(args: argparse.Namespace) -> str:
              args.objective, "--epochs", str(args.epochs), "--out", str(args.out),
              "--seed", str(args.seed), "--lr", f"{args.lr:g}", "--batch-size",
              str(args.batch_size), "--threads", str(args.threads)]
+    if args.objective != "jei":
+        parts += ["--grad-clip", f"{args.grad_clip:g}"]
     if args.limit:
         parts += ["--limit", str(args.limit)]
     if args.arch == "efficientnet-lite0":
@@ -181,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     metrics = fit(model, data=args.data, objective=args.objective, epochs=args.epochs,
                   limit=args.limit, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
                   freeze_backbone=args.freeze_backbone, progress=True, threads=args.threads,
-                  **settings)
+                  grad_clip=args.grad_clip or None, **settings)
     out = write_run(args.out, model, _example(args), started=started, force=args.force,
                     report=_report(args, metrics, objective=metrics["objective"],
                                    metrics_record={k: v for k, v in metrics.items()

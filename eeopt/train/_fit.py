@@ -1,9 +1,22 @@
 """fit(): train any multi-exit module with one of the objectives, deterministically.
 
 The model's ``forward`` must return one ``[batch, classes]`` logits tensor per exit, earliest
-first. Optimiser: SGD with Nesterov momentum 0.9 and weight decay, linear warm-up over the
-first 5% of a stage's steps then cosine decay to zero, stepped per batch. No augmentation
-beyond what the objective itself does, so objectives compare on equal terms.
+first. Optimiser: SGD with Nesterov momentum 0.9 and weight decay, gradients clipped to norm
+``grad_clip`` (1.0), linear warm-up over the first 5% of a stage's steps then cosine decay to
+zero, stepped per batch. No augmentation beyond what the objective itself does. Objectives
+that train exit by exit (``weighted-entropy``) run ``epochs`` per stage, so they take more
+steps than the joint ones on the same call.
+
+Why the clip: a backbone without batch norm, at PyTorch's default init, sits at chance for
+tens of steps with tiny logits; when it starts to learn its gradient norm jumps ~50x, and
+without a bound the step (carried on by momentum) throws it back to chance, again and again.
+On a BN-free residual CNN (Fashion-MNIST, 2 epochs of 10,000 rows, ``ce``) the final exit
+reached 25-62% across five inits without the clip, 59-62% with it; a batch-normed network
+trains the same either way.
+
+At the end of each stage's first epoch, ``fit`` compares the loss over its last tenth of steps
+with its first tenth and warns when it has not fallen by 10% (``metrics["warnings"]``): a run
+that learned nothing says so instead of returning quietly. A non-finite loss stops training.
 """
 
 from __future__ import annotations
@@ -24,7 +37,7 @@ from eeopt.data import load_dataset
 from eeopt.errors import DataError, UsageError
 from eeopt.train._objectives import Objective, make_objective, resample
 
-__all__ = ["evaluate", "exit_dependencies", "fit", "load_split", "predict"]
+__all__ = ["evaluate", "exit_dependencies", "fit", "load_split", "predict", "stalled_loss"]
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +212,7 @@ def fit(
     weight_decay: float = 5e-4,
     threads: int = 2,
     channels_last: bool | None = None,
+    grad_clip: float | None = 1.0,
     **objective_kwargs: Any,
 ) -> dict[str, Any]:
     """Train ``model`` (in place) with ``objective`` and return the metrics.
@@ -209,12 +223,14 @@ def fit(
     ``max(1000, limit)`` rows unless ``val_limit`` says otherwise. ``freeze_backbone``: train
     only the exit heads (``model.exit_parameters()`` or ``model.heads``). Extra keyword
     arguments configure the objective (e.g. ``temperature=2.0`` for ``"distill"``).
+    ``grad_clip``: the largest gradient norm a step takes (None: no clipping).
 
     Deterministic for a given ``seed`` and ``threads``: torch's and numpy's seeds are set,
     deterministic algorithms are requested, and the global RNG state is restored afterwards.
     Returns a dict with ``val_acc`` (per exit, after training), ``history`` (per stage and
     epoch: mean loss, per-exit val accuracy), ``loss_curve`` (per stage, per-batch losses),
-    ``stage_sizes``, ``train_seconds`` and the settings.
+    ``stage_sizes``, ``train_seconds``, ``warnings`` (e.g. a loss that did not fall in the
+    first epoch) and the settings.
     """
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
@@ -222,6 +238,8 @@ def fit(
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if not (lr > 0 and math.isfinite(lr)):
         raise UsageError(f"lr must be a positive number, got {lr}")
+    if grad_clip is not None and not (grad_clip > 0 and math.isfinite(grad_clip)):
+        raise UsageError(f"grad_clip must be a positive number or None, got {grad_clip}")
     obj = make_objective(objective, **objective_kwargs)
     if val_limit is None and limit is not None:
         val_limit = max(1000, limit)
@@ -237,6 +255,7 @@ def fit(
         "lr": lr,
         "batch_size": batch_size,
         "weight_decay": weight_decay,
+        "grad_clip": grad_clip,
         "freeze_backbone": freeze_backbone,
         "threads": threads,
         "train_size": n,
@@ -244,6 +263,7 @@ def fit(
         "history": [],
         "loss_curve": [],
         "stage_sizes": [],
+        "warnings": [],
     }
     params = list(model.parameters())
     saved_grad = [p.requires_grad for p in params]
@@ -281,8 +301,9 @@ def fit(
                 else:
                     _train_stage(model, obj, stage, stages, [params[i] for i in stage_params],
                                  train_x, train_y, rows, val_x, val_y, epochs=epochs, lr=lr,
-                                 batch_size=batch_size, weight_decay=weight_decay, gen=gen,
-                                 channels_last=cl, progress=progress, metrics=metrics)
+                                 batch_size=batch_size, weight_decay=weight_decay,
+                                 grad_clip=grad_clip, gen=gen, channels_last=cl,
+                                 progress=progress, metrics=metrics)
                 if stage + 1 < stages:
                     outs = predict(model, train_x[rows], channels_last=cl)
                     keep = obj.keep(stage, outs, train_y[rows])
@@ -305,8 +326,8 @@ def _train_stage(
     model: nn.Module, obj: Objective, stage: int, stages: int, stage_params: Sequence[nn.Parameter],
     train_x: torch.Tensor, train_y: torch.Tensor, rows: torch.Tensor,
     val_x: torch.Tensor, val_y: torch.Tensor, *, epochs: int, lr: float, batch_size: int,
-    weight_decay: float, gen: torch.Generator, channels_last: bool, progress: bool,
-    metrics: dict[str, Any],
+    weight_decay: float, grad_clip: float | None, gen: torch.Generator, channels_last: bool,
+    progress: bool, metrics: dict[str, Any],
 ) -> None:
     ids = {id(p) for p in stage_params}
     for p in model.parameters():
@@ -341,6 +362,8 @@ def _train_stage(
                                  f"epoch {epoch + 1}: lower lr (now {lr})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if grad_clip is not None:
+                nn.utils.clip_grad_norm_(stage_params, grad_clip)
             optimizer.step()
             step += 1
             value = float(loss.detach())
@@ -355,4 +378,33 @@ def _train_stage(
         metrics["history"].append(entry)
         logger.info("%s epoch %d/%d: loss %.3f, val acc per exit %s", label, epoch + 1, epochs,
                     entry["loss"], " ".join(f"{a:.3f}" for a in val_acc))
+        if epoch == 0:
+            stalled = stalled_loss(curve)
+            if stalled:
+                msg = (f"{label}: {stalled} after its first epoch (val acc per exit "
+                       f"{' '.join(f'{a:.3f}' for a in val_acc)}); the model is not learning: "
+                       f"try another lr (now {lr:g}), grad_clip (now {grad_clip}), more epochs, "
+                       "or normalise the input / add batch norm")
+                logger.warning(msg)
+                metrics["warnings"].append(msg)
     metrics["loss_curve"].append(curve)
+
+
+#: a first epoch shorter than this says too little to judge
+MIN_STEPS_TO_JUDGE = 20
+
+
+def stalled_loss(curve: Sequence[float], min_fall: float = 0.1) -> str | None:
+    """Why the per-step losses ``curve`` of a first epoch say training is not working, or
+    None: the mean over the last tenth of the steps has not fallen by ``min_fall`` (10%) from
+    the mean over the first tenth. Healthy runs fall 16-26% in their first epoch, stalled ones
+    0-4% (BN-free residual CNN on Fashion-MNIST, with and without gradient clipping)."""
+    if len(curve) < MIN_STEPS_TO_JUDGE:
+        return None
+    k = max(1, len(curve) // 10)
+    first = sum(curve[:k]) / k
+    last = sum(curve[-k:]) / k
+    if first > 0 and last > (1 - min_fall) * first:
+        return (f"the training loss went from {first:.3f} to {last:.3f} (first and last tenth "
+                f"of the steps), not down by {min_fall:.0%}")
+    return None

@@ -69,6 +69,8 @@ def test_train_run_writes_a_compilable_model(tmp_path: Path, capsys: pytest.Capt
     (["--data", "mnist"], "not a shipped data set"),
     (["--set", "alhpa=1", "--objective", "weighted-entropy"], "no setting 'alhpa'"),
     (["--lr", "-1"], "--lr must be > 0"),
+    (["--grad-clip", "-1"], "--grad-clip must be >= 0"),
+    (["--grad-clip", "2", "--objective", "jei"], "--grad-clip applies to the fit objectives"),
 ])
 def test_train_usage_errors(tmp_path: Path, argv: list[str], message: str) -> None:
     args = _parse(["train", "--out", str(tmp_path / "x"), "--limit", "32", *argv])

@@ -311,15 +311,18 @@ def load_manifest(directory: str | os.PathLike[str], *, verify_files: bool = Tru
             path = resolve_in_dir(d, s.file)
             if not path.is_file():
                 raise ManifestError(f"stage {s.index} file {s.file} is missing from {d}; recompile")
-            onnx_stage = manifest.backend == "onnxruntime"
-            data = path.read_bytes() if onnx_stage else b""
-            digest = hashlib.sha256(data).hexdigest() if onnx_stage else sha256_file(path)
+            data: bytes | None = None  # an ONNX stage is read whole: hashed, then scanned
+            if manifest.backend == "onnxruntime":
+                data = path.read_bytes()
+                digest = hashlib.sha256(data).hexdigest()
+            else:
+                digest = sha256_file(path)
             if digest != s.sha256:
                 raise ManifestError(
                     f"stage {s.index} file {s.file} does not match its sha256 in the manifest "
                     "(modified or corrupted); recompile the program"
                 )
-            if onnx_stage:
+            if data is not None:
                 _check_self_contained(data, f"stage {s.index} file {s.file}")
     return manifest
 

@@ -2,7 +2,10 @@
 
 Splits: ``train`` (55,000) and ``val`` (5,000) are a fixed, disjoint partition of the official
 60,000 training images (``numpy.random.default_rng(0).permutation``); ``test`` is the
-official 10,000.
+official 10,000. ``calib`` and ``eval`` (5,000 each) are disjoint halves of ``test``
+(``numpy.random.default_rng(1).permutation``): deployment-like data for the planner to
+calibrate on and for the benchmark to report on, apart from the data that trained and
+selected the model (``train``, ``val``) and from each other.
 Images are float32 ``[N, 1, 28, 28]`` holding ``pixel / 255`` (no normalization; models do that
 themselves); labels are int64 ``[N]``. Decoded arrays are cached in-process and handed out
 read-only.
@@ -21,6 +24,7 @@ import numpy as np
 from eeopt.errors import DataError
 
 __all__ = [
+    "CALIB_SEED",
     "CLASSES",
     "DEFAULT_DIR",
     "ENV_VAR",
@@ -31,15 +35,18 @@ __all__ = [
     "load_fashion_mnist",
     "load_official",
     "split_indices",
+    "test_halves",
 ]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "EEOPT_FASHION_MNIST_DIR"
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "calib", "eval")
 SPLIT_SEED = 0
 VAL_SIZE = 5_000
+#: the seed of the calib/eval halves of the official test split
+CALIB_SEED = 1
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top",
@@ -136,13 +143,29 @@ def split_indices(total: int) -> tuple[np.ndarray, np.ndarray]:
     return train_idx, val_idx
 
 
+@functools.lru_cache(maxsize=4)
+def test_halves(total: int) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed calib/eval index partition of the official test set (halves; sorted)."""
+    perm = np.random.default_rng(CALIB_SEED).permutation(total)
+    calib_idx = np.sort(perm[: total // 2])
+    eval_idx = np.sort(perm[total // 2 :])
+    calib_idx.flags.writeable = False
+    eval_idx.flags.writeable = False
+    return calib_idx, eval_idx
+
+
 @functools.lru_cache(maxsize=8)
 def _load_split(split: str, directory: str) -> tuple[np.ndarray, np.ndarray]:
     if split == "test":
         return load_official("test", directory)
-    images, labels = load_official("train", directory)
-    train_idx, val_idx = split_indices(len(labels))
-    idx = train_idx if split == "train" else val_idx
+    if split in ("calib", "eval"):
+        images, labels = load_official("test", directory)
+        calib_idx, eval_idx = test_halves(len(labels))
+        idx = calib_idx if split == "calib" else eval_idx
+    else:
+        images, labels = load_official("train", directory)
+        train_idx, val_idx = split_indices(len(labels))
+        idx = train_idx if split == "train" else val_idx
     sub_images, sub_labels = images[idx], labels[idx]
     sub_images.flags.writeable = False
     sub_labels.flags.writeable = False
@@ -152,8 +175,9 @@ def _load_split(split: str, directory: str) -> tuple[np.ndarray, np.ndarray]:
 def load_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
     """Load one split of Fashion-MNIST as ``(images, labels)``; both arrays are read-only.
 
-    ``split`` is ``"train"`` (55,000), ``"val"`` (5,000) or ``"test"`` (10,000). Images are
-    float32 ``[N, 1, 28, 28]`` in ``[0, 1]``; labels are int64 ``[N]`` in ``0..9``. The directory
+    ``split`` is ``"train"`` (55,000), ``"val"`` (5,000), ``"test"`` (10,000), or one of its
+    halves ``"calib"`` and ``"eval"`` (5,000 each: calibrate on one, report on the other).
+    Images are float32 ``[N, 1, 28, 28]`` in ``[0, 1]``; labels are int64 ``[N]`` in ``0..9``. The directory
     is ``$EEOPT_FASHION_MNIST_DIR`` if set, else ``/usr/share/datasets/fashion-mnist``. Copy the
     arrays (``np.array(a)``) before writing to them.
     """

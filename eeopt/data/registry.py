@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from eeopt.data.fashion_mnist import load_fashion_mnist
+from eeopt.data.fashion_mnist import SPLITS, load_fashion_mnist
 from eeopt.errors import DataError
 
 __all__ = ["DATASETS", "load_dataset"]
@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 
 #: Data set name -> (loader taking a split name, the split names it accepts).
 DATASETS: dict[str, tuple[Callable[[str], tuple[np.ndarray, np.ndarray]], tuple[str, ...]]] = {
-    "fashion-mnist": (load_fashion_mnist, ("train", "val", "test")),
+    "fashion-mnist": (load_fashion_mnist, SPLITS),
 }
 
 

@@ -12,6 +12,10 @@ from eeopt.data import CLASSES, load_dataset, load_fashion_mnist
 from eeopt.data import fashion_mnist as fm
 from eeopt.errors import DataError
 
+#: the first labels of the calib and eval halves (CALIB_SEED 1): golden, like the other splits
+CALIB_HEAD = [1, 6, 5, 5, 3, 1, 2, 4, 8, 0]
+EVAL_HEAD = [9, 2, 1, 1, 4, 6, 7, 4, 7, 4]
+
 needs_data = pytest.mark.skipif(
     not (fm.data_dir() / "t10k-images-idx3-ubyte.gz").is_file(),
     reason="Fashion-MNIST not installed: apt-get install dataset-fashion-mnist",
@@ -19,7 +23,8 @@ needs_data = pytest.mark.skipif(
 
 
 @needs_data
-@pytest.mark.parametrize(("split", "size"), [("train", 55_000), ("val", 5_000), ("test", 10_000)])
+@pytest.mark.parametrize(("split", "size"), [("train", 55_000), ("val", 5_000), ("test", 10_000),
+                                             ("calib", 5_000), ("eval", 5_000)])
 def test_split_sizes_dtypes_and_ranges(split: str, size: int) -> None:
     images, labels = load_fashion_mnist(split)
     assert images.shape == (size, 1, 28, 28)
@@ -49,11 +54,25 @@ def test_train_and_val_partition_the_official_training_set() -> None:
 
 
 @needs_data
+def test_calib_and_eval_partition_the_official_test_set() -> None:
+    calib_idx, eval_idx = fm.test_halves(10_000)
+    assert len(calib_idx) == len(eval_idx) == 5_000
+    np.testing.assert_array_equal(np.union1d(calib_idx, eval_idx), np.arange(10_000))
+    test_x, test_y = load_fashion_mnist("test")
+    for split, idx in (("calib", calib_idx), ("eval", eval_idx)):
+        x, y = load_fashion_mnist(split)
+        np.testing.assert_array_equal(x, test_x[idx])
+        np.testing.assert_array_equal(y, test_y[idx])
+
+
+@needs_data
 def test_split_is_fixed() -> None:
     # Golden labels: changing the seed or the permutation breaks reproducibility of the weights.
     assert load_fashion_mnist("train")[1][:10].tolist() == [9, 0, 0, 3, 0, 2, 7, 2, 5, 0]
     assert load_fashion_mnist("val")[1][:10].tolist() == [5, 4, 3, 5, 2, 0, 6, 3, 6, 1]
     assert load_fashion_mnist("test")[1][:10].tolist() == [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]
+    assert load_fashion_mnist("calib")[1][:10].tolist() == CALIB_HEAD
+    assert load_fashion_mnist("eval")[1][:10].tolist() == EVAL_HEAD
 
 
 @needs_data

@@ -177,9 +177,10 @@ def load_fashion_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     ``split`` is ``"train"`` (55,000), ``"val"`` (5,000), ``"test"`` (10,000), or one of its
     halves ``"calib"`` and ``"eval"`` (5,000 each: calibrate on one, report on the other).
-    Images are float32 ``[N, 1, 28, 28]`` in ``[0, 1]``; labels are int64 ``[N]`` in ``0..9``. The directory
-    is ``$EEOPT_FASHION_MNIST_DIR`` if set, else ``/usr/share/datasets/fashion-mnist``. Copy the
-    arrays (``np.array(a)``) before writing to them.
+    Images are float32 ``[N, 1, 28, 28]`` in ``[0, 1]``; labels are int64 ``[N]`` in ``0..9``.
+    The directory is ``$EEOPT_FASHION_MNIST_DIR`` if set, else
+    ``/usr/share/datasets/fashion-mnist``. Copy the arrays (``np.array(a)``) before writing to
+    them.
     """
     if split not in SPLITS:
         raise DataError(f"unknown Fashion-MNIST split {split!r}: use one of {', '.join(SPLITS)}")

@@ -51,11 +51,17 @@ def search_thresholds(
     grid: np.ndarray = DEFAULT_GRID,
     allow_drop: bool = True,
     max_leaves: int = 200_000,
+    tolerance: float = 0.0,
 ) -> SearchResult:
     """Cheapest (kept exits, thresholds) with at least ``min_correct`` rows right.
 
     ``scores``: ``[K-1, N]``; ``correct``: ``[K, N]``; ``stage_cost(prev, k)``: per-row cost of
     the stage from kept exit ``prev`` (-1: the input) to kept exit ``k``.
+
+    ``tolerance``: costs within this fraction of the cheapest count as equal (the cost model's
+    measurement noise); among those plans the one with the most rows right wins (ties: the
+    cheaper), so that noise in the timings does not pick between plans of equal cost and
+    unequal accuracy. The coordinate-descent fallback ignores it.
     """
     km1, n = scores.shape
     final = km1
@@ -70,12 +76,46 @@ def search_thresholds(
         return SearchResult((final,), (), cost_tab[(-1, final)], int(correct[final].sum()), True)
     if leaves > max_leaves:
         return _coordinate_descent(lvl, correct, cost_tab, grid, min_correct, allow_drop)
+    best = _exact(lvl, correct, cost_tab, grid, min_correct, allow_drop, cap=None)
+    if best is None:  # not even the final exit alone meets it (min_correct too high)
+        return SearchResult((final,), (), n * cost_tab[(-1, final)],
+                            int(correct[final].sum()), True)
+    if tolerance > 0:
+        best = _exact(lvl, correct, cost_tab, grid, min_correct, allow_drop,
+                      cap=best.cost * (1.0 + tolerance)) or best
+    return best
 
+
+def _exact(lvl: np.ndarray, correct: np.ndarray, cost_tab: dict[tuple[int, int], float],
+           grid: np.ndarray, min_correct: int, allow_drop: bool, cap: float | None,
+           ) -> SearchResult | None:
+    """The exact search over the grid: with ``cap`` None, the cheapest plan with at least
+    ``min_correct`` rows right; else the plan with the most rows right (ties: the cheaper)
+    among those costing at most ``cap``."""
+    km1, n = lvl.shape
+    final = km1
+    g = len(grid)
     best: list[SearchResult | None] = [None]
     corr_final = correct[final]
     # cheapest conceivable cost of moving on from kept exit p: the cheapest next stage
     next_min = {p: min(cost_tab[(p, k)] for k in range(p + 1, final + 1))
                 for p in range(-1, final)}
+    # the most rows a plan could still get right from exit k on: those some exit >= k gets
+    reachable = np.flip(np.logical_or.accumulate(np.flip(correct, 0), axis=0), 0)
+
+    def better(cost: float, corr: int) -> bool:
+        b = best[0]
+        if b is None:
+            return True
+        if cap is None:
+            return cost < b.cost - 1e-12
+        return corr > b.correct or (corr == b.correct and cost < b.cost - 1e-12)
+
+    def consider(cost: float, corr: int, kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
+        if corr < min_correct or (cap is not None and cost > cap * (1 + 1e-12)):
+            return
+        if better(cost, corr):
+            best[0] = SearchResult(kept, thr, float(cost), int(corr), True)
 
     def leaf(rows: np.ndarray, paid: float, prev: int, cost_sum: float, corr_sum: int,
              kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
@@ -84,9 +124,8 @@ def search_thresholds(
         cf_all = int(corr_final[rows].sum())
         # option: drop exit k
         if allow_drop:
-            cost = cost_sum + m * (paid + cost_tab[(prev, final)])
-            corr = corr_sum + cf_all
-            _consider(cost, corr, kept + (final,), thr)
+            consider(cost_sum + m * (paid + cost_tab[(prev, final)]), corr_sum + cf_all,
+                     kept + (final,), thr)
         if m == 0:
             return
         lv = lvl[k, rows]
@@ -99,25 +138,31 @@ def search_thresholds(
         stay_cf = cf_all - np.cumsum(hist_cf[::-1])[::-1][1:]
         c_here = paid + cost_tab[(prev, k)]
         costs = cost_sum + m * c_here + (m - fire_n) * cost_tab[(k, final)]
-        corrs = corr_sum + fire_ck + stay_cf
-        ok = np.flatnonzero(corrs >= min_correct - 1e-9)
-        if ok.size:
-            j = int(ok[np.argmin(costs[ok])])
-            _consider(float(costs[j]), int(round(corrs[j])), kept + (k, final),
-                      thr + (float(grid[j]),))
-
-    def _consider(cost: float, corr: int, kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
-        if corr < min_correct:
-            return
-        b = best[0]
-        if b is None or cost < b.cost - 1e-12:
-            best[0] = SearchResult(kept, thr, float(cost), int(corr), True)
+        corrs = np.round(corr_sum + fire_ck + stay_cf)
+        ok = corrs >= min_correct - 1e-9
+        if cap is not None:
+            ok &= costs <= cap * (1 + 1e-12)
+        idx = np.flatnonzero(ok)
+        if idx.size:
+            if cap is None:
+                j = int(idx[np.argmin(costs[idx])])
+            else:  # most rows right, then cheapest
+                j = int(idx[np.lexsort((costs[idx], -corrs[idx]))[0]])
+            consider(float(costs[j]), int(corrs[j]), kept + (k, final),
+                     thr + (float(grid[j]),))
 
     def dfs(k: int, rows: np.ndarray, paid: float, prev: int, cost_sum: float, corr_sum: int,
             kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
         b = best[0]
-        if b is not None and cost_sum + rows.size * (paid + next_min[prev]) >= b.cost:
-            return  # every completion costs at least this
+        bound = cost_sum + rows.size * (paid + next_min[prev])  # every completion costs more
+        if cap is None:
+            if b is not None and bound >= b.cost:
+                return
+        else:
+            if bound > cap * (1 + 1e-12):
+                return
+            if b is not None and corr_sum + int(reachable[k, rows].sum()) < b.correct:
+                return
         if k == km1 - 1:
             leaf(rows, paid, prev, cost_sum, corr_sum, kept, thr)
             return
@@ -135,8 +180,6 @@ def search_thresholds(
                 break  # higher thresholds fire nobody either: same as the last one
 
     dfs(0, np.arange(n), 0.0, -1, 0.0, 0, (), ())
-    if best[0] is None:  # not even the final exit alone meets it (min_correct too high)
-        return SearchResult((final,), (), n * cost_tab[(-1, final)], int(corr_final.sum()), True)
     return best[0]
 
 

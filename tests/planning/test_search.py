@@ -19,9 +19,18 @@ from eeopt.planning import (
 
 
 def _brute(scores, correct, cost, min_correct, grid):  # type: ignore[no-untyped-def]
-    """Every (drop | threshold) per gated exit; plain loops, no cleverness."""
-    km1, n = scores.shape
+    """The cheapest of ``_every_plan``."""
     best = None
+    for total, kept, right in _every_plan(scores, correct, cost, min_correct, grid):
+        if best is None or total < best[0] - 1e-9:
+            best = (total, kept, right)
+    return best
+
+
+def _every_plan(scores, correct, cost, min_correct, grid):  # type: ignore[no-untyped-def]
+    """Every (drop | threshold) per gated exit with enough rows right, as (total cost, kept,
+    rows right); plain loops, no cleverness."""
+    km1, n = scores.shape
     for choice in itertools.product([None, *grid], repeat=km1):
         kept = [k for k in range(km1) if choice[k] is not None] + [km1]
         exits = simulate_exits([scores[k] for k in kept[:-1]],
@@ -36,9 +45,8 @@ def _brute(scores, correct, cost, min_correct, grid):  # type: ignore[no-untyped
                 prev = k
                 if k == exits[r]:
                     break
-        if right >= min_correct and (best is None or total < best[0] - 1e-9):
-            best = (total, tuple(kept), right)
-    return best
+        if right >= min_correct:
+            yield total, tuple(kept), right
 
 
 def _synthetic(n: int, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +79,32 @@ def test_search_matches_brute_force(seed: int, k: int) -> None:
         assert got.exact
         assert got.correct >= final - slack
         assert got.cost == pytest.approx(want[0], rel=1e-9, abs=1e-9)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_costs_within_the_tolerance_count_as_equal(seed: int) -> None:
+    """Among plans within ``tolerance`` of the cheapest, the one with the most rows right
+    (then the cheaper) wins: timing noise must not choose between plans of equal cost."""
+    rng = np.random.default_rng(200 + seed)
+    scores, correct = _synthetic(60, 3, seed)
+    seg = rng.uniform(0.5, 2.0, 3)
+
+    def cost(prev: int, j: int) -> float:
+        return float(seg[prev + 1 : j + 1].sum() + 0.2)
+
+    grid = np.sort(rng.uniform(0.2, 1.0, 6)).astype(np.float32).astype(np.float64)
+    need = int(correct[-1].sum()) - 6
+    plans = list(_every_plan(scores, correct, cost, need, grid))
+    cheapest = min(p[0] for p in plans)
+    for tol in (0.0, 0.05, 0.3):
+        near = [p for p in plans if p[0] <= cheapest * (1 + tol) + 1e-9]
+        most = max(p[2] for p in near)
+        want = min(p[0] for p in near if p[2] == most)
+        got = search_thresholds(scores, correct, cost, min_correct=need, grid=grid,
+                                tolerance=tol)
+        assert got.correct == most and got.cost == pytest.approx(want, abs=1e-9)
+    assert max(p[2] for p in plans if p[0] <= cheapest * 1.3 + 1e-9) > min(
+        p[2] for p in plans if p[0] <= cheapest + 1e-9)  # the tolerance mattered here
 
 
 def test_coordinate_descent_fallback_is_feasible_and_close() -> None:

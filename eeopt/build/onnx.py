@@ -75,6 +75,7 @@ def emit_onnx(
                 "thresholds": list(thresholds),
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "onnx_version": onnx.__version__,
+                "threads": threads,
                 **(settings_extra or {}),
             },
         )

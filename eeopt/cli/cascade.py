@@ -53,7 +53,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     ca.add_argument("--save-merged", metavar="MERGED.onnx",
                     help="also write the merged model; the program then records it as its "
                     "source, so `eeopt bench` compares against the last model alone")
-    ca.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    ca.add_argument("--threads", type=int, default=1,
+                    help="ONNX Runtime intra-op threads, to profile with and to run the program "
+                    "with (default 1; 0: all cores)")
     ca.add_argument("--force", action="store_true", help="replace DIR (and MERGED.onnx)")
     ca.add_argument("--no-verify", action="store_true",
                     help="skip the numerical check of the stages against the merged model")

@@ -13,6 +13,7 @@ from typing import Any, NoReturn, TypeVar
 import numpy as np
 
 from eeopt.errors import DataError, EEOptError, UsageError
+from eeopt.planning import Promise
 from eeopt.program import PlanRecord
 
 __all__ = [
@@ -149,4 +150,7 @@ def plan_lines(p: PlanRecord) -> list[str]:
         h = p.holdout
         lines.append(f"  held-out check ({h['rows']} rows): loss {h['loss_pp']:.2f} pp, "
                      f"{h['latency_ms']:.3f} ms/row")
+    promise = Promise.of(p.promise)
+    lines.append("  promise: " + (promise.describe(p.budget_pp) if promise is not None else
+                                  "not recorded (compiled before eeopt recorded promises)"))
     return lines

@@ -71,7 +71,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     c.add_argument("--example-inputs", metavar="X.npz",
                    help="sample inputs (one array per input name) used to verify the "
                    "compile; needed when random inputs do not suit the model")
-    c.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    c.add_argument("--threads", type=int, default=1,
+                   help="ONNX Runtime intra-op threads, to profile with and to run the program "
+                   "with (recorded in the manifest; eeopt run uses it by default); default 1, as "
+                   "eeopt profile and eeopt bench; 0: all cores")
     c.add_argument("--force", action="store_true", help="replace DIR if it exists")
     c.add_argument("--no-verify", action="store_true",
                    help="skip the numerical check of the stages against the original model")

@@ -33,7 +33,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    help="rows per call (default: all rows at once)")
     r.add_argument("--thresholds", type=threshold_list, default=None, metavar="T0,T1,...",
                    help="override the compiled thresholds for this run")
-    r.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    r.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime intra-op threads (default: the count the program was "
+                   "compiled for, 1 unless its compile said otherwise)")
     r.add_argument("--allow-native", action="store_true",
                    help="also run programs whose stages hold native code (aoti, tensorrt), "
                    "which loading runs: only programs you trust")

@@ -45,7 +45,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     threshold: float | None = None,
     thresholds: Sequence[float] | None = None,
     force: bool = False,
-    threads: int | None = None,
+    threads: int | None = 1,
     verify: bool = True,
     policy: str = "maxprob",
     calib: Any = None,

@@ -16,9 +16,15 @@ from typing import Any
 import numpy as np
 
 from eeopt.build import AnalysedModel, SubModels, emit_onnx
-from eeopt.compiler.planner import closed_loop, plan_record, profile_for
+from eeopt.compiler.planner import (
+    closed_loop,
+    cost_tolerance,
+    plan_record,
+    profile_for,
+    refuse_final_only,
+)
 from eeopt.compiler.settings import CompileSettings
-from eeopt.errors import UnsupportedModelError, UsageError
+from eeopt.errors import UsageError
 from eeopt.gates import (
     TRAIN_FRACTION,
     GateData,
@@ -67,7 +73,7 @@ def compile_learned(model: AnalysedModel, out: Any, settings: CompileSettings,
                          settings_extra={"gates": gates.describe()})
 
     assert data is not None and feeds is not None
-    report = profile_for(model, settings)
+    report = profile_for(model, settings, feeds)
     train_idx, plan_idx = split_rows(data.rows, TRAIN_FRACTION, seed)
     if gates is None:
         cum = report.cumulative_ms(list(range(k)))
@@ -84,7 +90,8 @@ def compile_learned(model: AnalysedModel, out: Any, settings: CompileSettings,
     def do_plan(rep: ProfileReport) -> ExitPlan:
         p = plan_exits(cal, rep, budget_pp=float(budget), policy="maxprob",
                        batch=settings.plan_batch, guarantee=settings.guarantee,
-                       margin_z=settings.margin, grid=grid)
+                       margin_z=settings.margin, grid=grid,
+                       cost_tolerance=cost_tolerance(rep))
         return replace(p, policy=policy)
 
     plan = do_plan(report)
@@ -97,10 +104,7 @@ def compile_learned(model: AnalysedModel, out: Any, settings: CompileSettings,
     kept_names = [outputs[i] for i in plan.kept]
     logger.info("plan (%s): keep %s, thresholds %s, predicted %.2fx", policy, kept_names,
                 plan.thresholds, plan.predicted_speedup)
-    if len(plan.kept) == 1:
-        raise UnsupportedModelError(
-            f"no early exit pays off within a {budget} pp budget on this data with {{policy}} "
-            f"{policy}: the plan keeps only the final classifier; raise {{budget}}")
+    refuse_final_only(plan, float(budget), f" with {{policy}} {policy}")
     record = replace(plan_record(plan, report, kept_names, settings.calib, corrections),
                      gate_train_rows=int(gates.info.get("train_rows", 0)),
                      plan_rows=int(plan_data.rows))

@@ -23,17 +23,48 @@ from eeopt.measure import calibrate, measure_corrections, profile_model
 from eeopt.planning import Calibration, ExitPlan, ProfileReport, exit_benefit, plan_exits
 from eeopt.program import CostModelRecord, PlanRecord
 
-__all__ = ["PlannedProgram", "closed_loop", "plan_program", "plan_record", "profile_for"]
+__all__ = ["NOISE_SIGMAS", "PROFILE_ROWS", "PlannedProgram", "closed_loop", "cost_tolerance",
+           "plan_program", "plan_record", "profile_for", "refuse_final_only"]
 
 logger = logging.getLogger(__name__)
 
 
-def profile_for(model: AnalysedModel, settings: CompileSettings) -> ProfileReport:
-    """The settings' ready profile, else a fresh one of ``model`` on this machine."""
+#: how many times the profile's measured noise two costs must differ by to count as different
+NOISE_SIGMAS = 2.0
+#: the calibration rows the profile runs on (tiled to each batch size it times)
+PROFILE_ROWS = 64
+
+
+def profile_for(model: AnalysedModel, settings: CompileSettings,
+                feeds: dict[str, np.ndarray] | None = None) -> ProfileReport:
+    """The settings' ready profile, else a fresh one of ``model`` on this machine, at the
+    settings' thread count, on the first rows of the calibration ``feeds`` when given (the
+    deployment's own shapes: a text model's sequence length, say), else on the model's
+    example inputs."""
     if settings.profile is not None:
         return settings.profile  # type: ignore[no-any-return]
+    example = ({k: v[:PROFILE_ROWS] for k, v in feeds.items()} if feeds is not None
+               else model.example)
     return profile_model(model.graph.model, threads=settings.threads,
-                         example_inputs=model.example, progress=settings.progress)
+                         example_inputs=example, progress=settings.progress)
+
+
+def cost_tolerance(report: ProfileReport) -> float:
+    """Relative cost differences the search counts as equal: ``NOISE_SIGMAS`` times the
+    profile's measured noise."""
+    return NOISE_SIGMAS * report.noise
+
+
+def refuse_final_only(plan: ExitPlan, budget: float, what: str = "") -> None:
+    """A plan that keeps only the final classifier is no program to compile: one line saying
+    why (the promise's note, when the promise forced it) and what to change."""
+    if len(plan.kept) > 1:
+        return
+    why = plan.promise.note if plan.promise is not None and plan.promise.note else (
+        "the plan keeps only the final classifier")
+    raise UnsupportedModelError(
+        f"no early exit pays off within a {budget:g} pp budget on this data{what}: {why}; "
+        "raise {budget}, or calibrate on more rows")
 
 
 def closed_loop(model: AnalysedModel, sub: SubModels, plan: ExitPlan, report: ProfileReport,
@@ -87,7 +118,7 @@ def plan_program(model: AnalysedModel, settings: CompileSettings) -> PlannedProg
     if not isinstance(calib, Calibration):  # read (and check) the data before profiling
         feeds, labels = calib if isinstance(calib, tuple) else load_labelled(str(calib),
                                                                              model.inputs)
-    report = profile_for(model, settings)
+    report = profile_for(model, settings, feeds)
     if isinstance(calib, Calibration):
         cal = calib
     else:
@@ -96,7 +127,8 @@ def plan_program(model: AnalysedModel, settings: CompileSettings) -> PlannedProg
 
     def replan(rep: ProfileReport) -> ExitPlan:
         return plan_exits(cal, rep, budget_pp=budget, policy=policy, batch=batch,
-                          guarantee=settings.guarantee, margin_z=settings.margin)
+                          guarantee=settings.guarantee, margin_z=settings.margin,
+                          cost_tolerance=cost_tolerance(rep))
 
     plan = replan(report)
     outputs = model.graph.output_names
@@ -112,9 +144,5 @@ def plan_program(model: AnalysedModel, settings: CompileSettings) -> PlannedProg
     if policy != "patience":
         record = replace(record, exit_benefit=tuple(exit_benefit(
             cal, report, budget_pp=budget, policy=policy, batch=batch)))
-    if len(kept) == 1:
-        raise UnsupportedModelError(
-            f"no early exit pays off within a {budget} pp budget on this data: the plan keeps "
-            "only the final classifier; raise {budget} or improve the exits"
-        )
+    refuse_final_only(plan, budget)
     return PlannedProgram(sub(plan.kept), list(plan.thresholds), record)

@@ -85,7 +85,9 @@ class CompileSettings:
     device: str = "cpu"
     gate: str = "auto"
     fp16: bool = False
-    threads: int | None = None
+    threads: int | None = 1
+    """ONNX Runtime intra-op threads, for profiling and for the program (recorded: ``eeopt.load``
+    runs it at this count by default); None: ONNX Runtime's default (all cores)."""
     verify: bool = True
     force: bool = False
     progress: bool = False

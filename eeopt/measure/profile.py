@@ -25,7 +25,7 @@ from tqdm import tqdm
 from eeopt.analysis import model_macs
 from eeopt.build import analyse_model, emit_onnx
 from eeopt.kernels.reference import NEVER
-from eeopt.measure.timing import measure_means
+from eeopt.measure.timing import measure_stats
 from eeopt.passes import (
     ExposeTensors,
     ExtractHead,
@@ -117,6 +117,7 @@ def profile_model(
     head_s: list[dict[int, float]] = [{} for _ in range(k_exits - 1)]
     plain_s: dict[int, float] = {}
     runtime_s: dict[int, float] = {}
+    noise: list[float] = []
     nodes: list[NodeTime] = []
     macs: list[int] = []
     bar = tqdm(total=len(batches), desc="eeopt profile", unit="batch size",
@@ -138,7 +139,9 @@ def profile_model(
                                        None)
             fns["plain"] = partial(fast_run(plain_sess), plain_out, x, None)
             fns["program"] = partial(program.run, x)
-            med = measure_means(fns, min_time_s * (len(fns) / 2))
+            stats = measure_stats(fns, min_time_s * (len(fns) / 2))
+            med = {k: m for k, (m, _) in stats.items()}
+            noise += [stats[k][1] for k in fns if k != "program"]
             for k in range(k_exits):
                 stage_s[k][b] = med[f"s{k}"]
             for k in range(k_exits - 1):
@@ -168,4 +171,5 @@ def profile_model(
     return ProfileReport(
         model=name, threads=int(threads or 0), batches=tuple(batches), exits=tuple(exits),
         plain=CostFit.fit(plain_s), runtime=CostFit.fit(runtime_s),
-        plain_macs=model_macs(plain_model), nodes=tuple(nodes))
+        plain_macs=model_macs(plain_model), nodes=tuple(nodes),
+        noise=float(np.median(noise)) if noise else 0.0)

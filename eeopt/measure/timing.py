@@ -24,6 +24,7 @@ __all__ = [
     "compare_batch1",
     "compare_throughput",
     "measure_means",
+    "measure_stats",
     "time_interleaved",
 ]
 
@@ -145,6 +146,14 @@ def measure_means(fns: dict[str, Callable[[], object]], min_time_s: float,
     """Mean ms per call of each function, measured in interleaved rounds after a warm-up,
     so that a machine whose speed drifts skews every function alike. The mean, not the median:
     it is the expected cost the planner minimises and the benchmark's headline measures."""
+    return {k: m for k, (m, _) in measure_stats(fns, min_time_s, max_reps, rounds).items()}
+
+
+def measure_stats(fns: dict[str, Callable[[], object]], min_time_s: float,
+                  max_reps: int = 2000, rounds: int = 20) -> dict[str, tuple[float, float]]:
+    """``measure_means``, with each function's noise beside its mean: the relative standard
+    deviation of its per-round means, how far one stretch of measuring differs from another
+    on this machine (0 with fewer than two rounds)."""
     clock = time.perf_counter
     for fn in fns.values():  # warm-up: first calls allocate arenas and fill caches
         t_end = clock() + min(0.05, min_time_s)
@@ -153,14 +162,23 @@ def measure_means(fns: dict[str, Callable[[], object]], min_time_s: float,
             if i >= 10 and clock() > t_end:
                 break
     times: dict[str, list[float]] = {k: [] for k in fns}
+    round_means: dict[str, list[float]] = {k: [] for k in fns}
     per_round = min_time_s / rounds
     for _ in range(rounds):
         for k, fn in fns.items():
             t_end = clock() + per_round
             reps = 0
+            start = len(times[k])
             while (reps < 3 or clock() < t_end) and reps < max_reps // rounds:
                 t0 = clock()
                 fn()
                 times[k].append(clock() - t0)
                 reps += 1
-    return {k: float(np.mean(v) * 1e3) for k, v in times.items()}
+            round_means[k].append(float(np.mean(times[k][start:])))
+    out = {}
+    for k, v in times.items():
+        mean = float(np.mean(v))
+        rm = np.asarray(round_means[k])
+        noise = float(rm.std(ddof=1) / mean) if rm.size > 1 and mean > 0 else 0.0
+        out[k] = (mean * 1e3, noise)
+    return out

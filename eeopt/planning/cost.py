@@ -120,6 +120,10 @@ class ProfileReport:
     """Per exit, a per-call correction measured by running a planned program on calibration
     data (closed loop): what isolated, warm measurements miss, mostly the cold caches of
     stages that few rows reach. Added to every stage that runs that exit's segment."""
+    noise: float = 0.0
+    """How far one stretch of measuring differs from another on this machine: the median
+    relative standard deviation of the measured calls' per-round means. Costs closer than this
+    are not told apart by the profile."""
 
     @property
     def num_exits(self) -> int:

@@ -5,18 +5,25 @@ An analysis: pure functions over per-exit predictions, gate scores and measured 
 The planner chooses together which exits to keep and the threshold of each kept exit. It
 minimises the expected latency per row (the profiled cost of each stage, times the fraction of
 rows that reach it) subject to an accuracy loss of at most ``budget_pp`` points against the final
-exit on the calibration data. Dropping an exit merges its backbone segment into the next kept
-stage: its head, gate and stage call are gone.
+exit. Dropping an exit merges its backbone segment into the next kept stage: its head, gate and
+stage call are gone. The search itself is ``eeopt.planning.search``; costs within the profile's
+measured noise of the cheapest count as equal, and among them the most accurate plan wins.
 
-The search itself is ``eeopt.planning.search``.
+The budget is a statistical claim about fresh data from the calibration distribution, and every
+plan states which kind it carries (``Promise``):
 
-Without ``guarantee`` the search keeps ``margin_z`` standard errors of its own loss estimate
-below the budget, since the cheapest plan on a sample sits at the budget's edge.
-
-``guarantee``: Learn-then-Test style risk control. Candidate plans are searched on one part of
-the data at increasing internal budgets; a fixed-sequence test on the other part (one-sided, on
-the paired per-row loss, CLT p-values) keeps the most aggressive plan whose accuracy loss is
-certified to be within the budget with probability ``guarantee``.
+- **best effort** (default): the search keeps ``margin_z`` standard errors of its own loss
+  estimate below the budget (the cheapest plan on a sample sits at the budget's edge; the
+  internal budget may go below zero, so budget 0 means "no measurable loss"). The calibration
+  rows the search never saw (``holdout``) then check it: a check over the budget widens the
+  margin by one standard error and plans again (up to ``max_widen`` times), else the plan keeps
+  only the final exit. The promise states the estimated probability that the loss on a fresh
+  sample of ``fresh_rows`` rows stays within the budget.
+- **guarantee** ``P`` (Learn-then-Test): candidate plans are searched on one part of the data
+  at increasing internal budgets; a fixed-sequence test on the other part keeps the most
+  aggressive plan whose loss on a fresh sample of ``fresh_rows`` rows is within the budget with
+  probability ``P`` (one-sided, CLT, with the variance of both the held-out estimate and the
+  fresh sample: a prediction bound, which also bounds the expected loss).
 """
 
 from __future__ import annotations
@@ -24,7 +31,8 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +48,12 @@ from eeopt.planning.search import DEFAULT_GRID, SearchResult, search_thresholds
 
 __all__ = [
     "ExitPlan",
+    "Promise",
     "ThresholdChoice",
     "evaluate_plan",
     "exit_benefit",
+    "fresh_loss_probability",
+    "loss_interval",
     "loss_pvalue",
     "pick_global_threshold",
     "plan_exits",
@@ -53,6 +64,51 @@ logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Promise:
+    """What a plan promises about its accuracy loss on fresh data from the calibration
+    distribution (``plan_exits``' module docstring)."""
+
+    kind: str
+    """``"best-effort"`` or ``"guarantee"``."""
+    probability: float
+    """Best effort: the estimated probability that the loss on a fresh sample of ``fresh_rows``
+    rows stays within the budget (from the held-out rows). Guarantee: the certified level."""
+    fresh_rows: int
+    holdout_rows: int
+    holdout_loss_pp: float
+    holdout_interval_pp: tuple[float, float]
+    """95% interval of the held-out loss, paired row by row."""
+    cost_tolerance: float
+    """Relative cost differences below this counted as equal (the profile's noise)."""
+    widened: int = 0
+    """Best effort: how often the held-out check sent the search back with a wider margin."""
+    note: str = ""
+    """Why the plan keeps only the final exit, when the promise forced it to."""
+
+    @classmethod
+    def of(cls, record: dict[str, Any]) -> Promise | None:
+        """From a manifest's ``plan.promise`` (None when the plan predates promises)."""
+        if not record:
+            return None
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in record.items() if k in names}
+        d["holdout_interval_pp"] = tuple(d.get("holdout_interval_pp", (0.0, 0.0)))
+        return cls(**d)
+
+    def describe(self, budget_pp: float) -> str:
+        """One line, as ``eeopt compile``, ``inspect`` and ``bench`` print it."""
+        lo, hi = self.holdout_interval_pp
+        if self.kind == "guarantee":
+            head = (f"guaranteed: loss <= {budget_pp:g} pp with probability >= "
+                    f"{self.probability:.0%} on {self.fresh_rows} fresh rows")
+        else:
+            head = (f"best effort: P(loss <= {budget_pp:g} pp on {self.fresh_rows} fresh rows) "
+                    f"~ {self.probability:.0%}")
+        return (f"{head}; held-out loss {self.holdout_loss_pp:.2f} pp [{lo:.2f}, {hi:.2f}] on "
+                f"{self.holdout_rows} rows")
 
 
 @dataclass(frozen=True)
@@ -79,6 +135,7 @@ class ExitPlan:
     exact: bool = True
     margin_pp: float = 0.0
     """Safety margin the search kept below the budget (standard errors of the loss estimate)."""
+    promise: Promise | None = None
 
     @property
     def predicted_loss_pp(self) -> float:
@@ -90,6 +147,7 @@ class ExitPlan:
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
+        d["promise"] = {} if self.promise is None else d["promise"]
         d["predicted_loss_pp"] = self.predicted_loss_pp
         d["predicted_speedup"] = self.predicted_speedup
         return d
@@ -126,22 +184,27 @@ def evaluate_plan(calib: Calibration, kept: Sequence[int], thresholds: Sequence[
 
 
 def _search(calib: Calibration, policy: str, cost: Callable[[int, int], float],
-            budget_pp: float, grid: np.ndarray | None, max_leaves: int) -> SearchResult:
+            budget_pp: float, grid: np.ndarray | None, max_leaves: int,
+            tolerance: float = 0.0) -> SearchResult:
     corr = calib.correct()
     final_correct = int(corr[-1].sum())
     min_correct = int(math.ceil(final_correct - budget_pp / 100.0 * calib.rows - 1e-9))
     if policy == "patience":  # one integer patience over all kept exits, every subset
         km1 = calib.num_exits - 1
-        best: SearchResult | None = None
+        plans = []
         for mask in range(1 << km1):
             kept = tuple(k for k in range(km1) if mask >> k & 1) + (km1,)
             for p in range(2, len(kept) + 1):
-                ev = evaluate_plan(calib, kept, [float(p)] * (len(kept) - 1), policy, cost)
-                c = ev["latency_ms"] * calib.rows
+                thr = (float(p),) * (len(kept) - 1)
+                ev = evaluate_plan(calib, kept, thr, policy, cost)
                 r = int(round(ev["accuracy"] * calib.rows))
-                if r >= min_correct and (best is None or c < best.cost):
-                    best = SearchResult(kept, (float(p),) * (len(kept) - 1), c, r, True)
-        return best or SearchResult((km1,), (), cost(-1, km1) * calib.rows, final_correct, True)
+                if r >= min_correct:
+                    plans.append(SearchResult(kept, thr, ev["latency_ms"] * calib.rows, r, True))
+        if not plans:
+            return SearchResult((km1,), (), cost(-1, km1) * calib.rows, final_correct, True)
+        cap = min(q.cost for q in plans) * (1.0 + tolerance)
+        # the most accurate of the (near-)cheapest, then the cheaper
+        return min((q for q in plans if q.cost <= cap), key=lambda q: (-q.correct, q.cost))
     scores = calib.scores(policy)
     if grid is None:
         base = DEFAULT_GRID if policy in ("maxprob", "margin") else -np.unique(
@@ -149,31 +212,81 @@ def _search(calib: Calibration, policy: str, cost: Callable[[int, int], float],
         # plus the data's own quantiles, so the grid fits wherever this model's scores live
         grid = np.concatenate([base, np.quantile(scores, np.linspace(0.02, 0.98, 33))])
     res = search_thresholds(scores, corr, cost, min_correct=min_correct,
-                            grid=np.sort(grid), max_leaves=max_leaves)
+                            grid=np.sort(grid), max_leaves=max_leaves, tolerance=tolerance)
     return replace(res, thresholds=tuple(to_policy_threshold(policy, t)
                                          for t in res.thresholds))
 
 
+def _diff(calib: Calibration, kept: Sequence[int], thresholds: Sequence[float],
+          policy: str) -> np.ndarray:
+    """Per row, the plan's loss against the final exit: 1 where the final exit is right and
+    the plan wrong, -1 for the reverse, else 0."""
+    corr = calib.correct()
+    ex = exits_of_plan(calib, kept, thresholds, policy)
+    return corr[-1].astype(float) - corr[ex, np.arange(calib.rows)].astype(float)
+
+
 def _loss_stderr_pp(calib: Calibration, res: SearchResult, policy: str) -> float:
     """Standard error (points) of the plan's accuracy loss, paired row by row."""
-    corr = calib.correct()
-    ex = exits_of_plan(calib, res.kept, res.thresholds, policy)
-    diff = corr[-1].astype(float) - corr[ex, np.arange(calib.rows)].astype(float)
+    diff = _diff(calib, res.kept, res.thresholds, policy)
     return float(100.0 * diff.std() / math.sqrt(max(calib.rows, 1)))
 
 
-def loss_pvalue(diff: np.ndarray, budget: float) -> float:
-    """p-value of "the mean per-row loss exceeds ``budget``" from paired per-row losses in
-    [-1, 1] (a one-sided test with the CLT, as Learn-then-Test allows for bounded losses)."""
+def _norm_cdf(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def loss_interval(diff: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
+    """``(loss, low, high)`` in points: the mean of paired per-row losses (``final right`` minus
+    ``program right``, in {-1, 0, 1}) and its two-sided ``level`` interval (CLT)."""
+    n = int(diff.shape[0])
+    if n == 0:
+        return 0.0, -100.0, 100.0
+    mean = float(diff.mean())
+    se = float(diff.std(ddof=1)) / math.sqrt(n) if n > 1 else 1.0
+    z = _z(0.5 + level / 2)
+    return 100 * mean, 100 * (mean - z * se), 100 * (mean + z * se)
+
+
+def _z(p: float) -> float:
+    """The standard normal quantile (bisection on the CDF; plenty for a few digits)."""
+    lo, hi = -10.0, 10.0
+    for _ in range(80):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if _norm_cdf(mid) < p else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _spread(diff: np.ndarray, fresh_rows: int | None) -> float:
+    """The standard deviation of (fresh-sample loss - this sample's loss), per row's variance
+    estimated from ``diff`` (at least one discordant row's worth, so that a sample without
+    any disagreement does not claim certainty)."""
+    n = diff.shape[0]
+    var = max(float(diff.var(ddof=1)) if n > 1 else 0.0, 1.0 / n)
+    return math.sqrt(var / n + (var / fresh_rows if fresh_rows else 0.0))
+
+
+def loss_pvalue(diff: np.ndarray, budget: float, fresh_rows: int | None = None) -> float:
+    """p-value of "the loss exceeds ``budget``" from paired per-row losses in [-1, 1] (a
+    one-sided test with the CLT, as Learn-then-Test allows for bounded losses). Without
+    ``fresh_rows`` the loss is the expected one; with it, the loss measured on a fresh sample
+    of that many rows (a prediction bound: it adds that sample's own noise)."""
     n = diff.shape[0]
     if n == 0:
         return 1.0
     mean = float(diff.mean())
-    sd = float(diff.std(ddof=1)) if n > 1 else 0.0
-    if sd == 0.0:
+    if n > 1 and float(diff.std()) == 0.0 and fresh_rows is None:
         return 0.0 if mean <= budget else 1.0
-    z = (budget - mean) / (sd / math.sqrt(n))
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+    return 1.0 - _norm_cdf((budget - mean) / _spread(diff, fresh_rows))
+
+
+def fresh_loss_probability(diff: np.ndarray, budget: float, fresh_rows: int) -> float:
+    """Estimated probability that the loss on a fresh sample of ``fresh_rows`` rows stays
+    within ``budget`` (a fraction), from paired per-row losses on rows the plan was not
+    chosen on."""
+    if diff.shape[0] == 0:
+        return 0.0
+    return _norm_cdf((budget - float(diff.mean())) / _spread(diff, fresh_rows))
 
 
 def plan_exits(
@@ -189,51 +302,80 @@ def plan_exits(
     grid: np.ndarray | None = None,
     max_leaves: int = 200_000,
     margin_z: float = 2.0,
+    cost_tolerance: float = 0.0,
+    fresh_rows: int | None = None,
+    max_widen: int = 3,
 ) -> ExitPlan:
-    """Choose kept exits and thresholds (see the module docstring)."""
+    """Choose kept exits and thresholds, and state the plan's promise (see the module
+    docstring). ``cost_tolerance``: relative cost differences the search counts as equal (the
+    profile's noise). ``fresh_rows``: the size of the fresh sample the promise speaks of
+    (default: as many rows as ``calib``)."""
     if budget_pp < 0:
         raise ValueError("budget_pp must be >= 0")
     cost = stage_cost_fn(profile, batch)
     plain = profile.plain  # type: ignore[attr-defined]
     plain_ms = float(plain.per_row(batch))
+    fresh = int(fresh_rows or calib.rows)
     rng = np.random.default_rng(seed)
     perm = rng.permutation(calib.rows)
     n_hold = int(round(holdout * calib.rows)) if 0 < holdout < 1 else 0
     search_part = calib.subset(np.sort(perm[n_hold:]))
     hold_part = calib.subset(np.sort(perm[:n_hold])) if n_hold else None
+    final_only = SearchResult((calib.num_exits - 1,), (), 0.0, 0, True)
+
+    def search(b: float) -> SearchResult:
+        return _search(search_part, policy, cost, b, grid, max_leaves, cost_tolerance)
 
     margin = 0.0
+    widened = 0
+    note = ""
     if guarantee is None:
-        # The cheapest plan within the budget on a sample sits at the budget's edge, and noise
-        # puts it past the edge about half the time on new data. Keep a margin of `margin_z`
-        # standard errors (default 2) of the plan's paired loss estimate (iterated, since it
-        # depends on the plan).
-        res = _search(search_part, policy, cost, budget_pp, grid, max_leaves)
-        for _ in range(4):
-            se = _loss_stderr_pp(search_part, res, policy)
-            new_margin = min(margin_z * se, budget_pp)
-            if abs(new_margin - margin) < 0.01:
+        def with_margin(z: float) -> tuple[SearchResult, float]:
+            # The cheapest plan within the budget on a sample sits at the budget's edge, and
+            # noise puts it past the edge about half the time on new data. Keep a margin of
+            # `z` standard errors of the plan's paired loss estimate (iterated, since it
+            # depends on the plan); the internal budget may go below zero.
+            res, m = search(budget_pp), 0.0
+            for _ in range(4):
+                new_m = z * _loss_stderr_pp(search_part, res, policy)
+                if abs(new_m - m) < 0.01:
+                    break
+                m = new_m
+                res = search(budget_pp - m)
+            return res, m
+
+        res, margin = with_margin(margin_z)
+        while hold_part is not None and len(res.kept) > 1:
+            hold_loss = 100 * float(_diff(hold_part, res.kept, res.thresholds, policy).mean())
+            if hold_loss <= budget_pp:
                 break
-            margin = new_margin
-            res = _search(search_part, policy, cost, budget_pp - margin, grid, max_leaves)
+            if widened == max_widen:
+                note = (f"the held-out check measured {hold_loss:.2f} pp against the "
+                        f"{budget_pp:g} pp budget even {margin_z + widened:g} standard errors "
+                        "inside it")
+                res = final_only
+                break
+            widened += 1
+            logger.info("held-out loss %.2f pp exceeds the %g pp budget: planning again "
+                        "%g standard errors inside it", hold_loss, budget_pp, margin_z + widened)
+            res, margin = with_margin(margin_z + widened)
     else:
         if hold_part is None:
             raise ValueError("the guarantee mode needs holdout > 0 for its test")
         delta = 1.0 - guarantee
-        res = SearchResult((calib.num_exits - 1,), (), 0.0, 0, True)  # no early exit: safe
-        n = hold_part.rows
-        corr = hold_part.correct()
+        res = final_only  # no early exit: safe
         for b in np.linspace(0.0, budget_pp, 11)[1:]:  # fixed sequence, most careful first
-            cand = _search(search_part, policy, cost, float(b), grid, max_leaves)
-            ex = exits_of_plan(hold_part, cand.kept, cand.thresholds, policy)
-            # per-row net loss in {-1, 0, 1}: final right and program wrong, or the reverse
-            diff = corr[-1].astype(float) - corr[ex, np.arange(n)].astype(float)
-            pval = loss_pvalue(diff, budget_pp / 100.0)
+            cand = search(float(b))
+            diff = _diff(hold_part, cand.kept, cand.thresholds, policy)
+            pval = loss_pvalue(diff, budget_pp / 100.0, fresh_rows=fresh)
             logger.debug("guarantee: internal budget %.3f pp, loss %.3f pp, p=%.4f", b,
                          100 * diff.mean(), pval)
             if pval > delta:
                 break
             res = cand
+        if len(res.kept) == 1:
+            note = (f"no plan with an early exit could be certified within {budget_pp:g} pp at "
+                    f"{guarantee:.0%} on {hold_part.rows} held-out rows")
     ev = evaluate_plan(search_part, res.kept, res.thresholds, policy, cost)
     plan = ExitPlan(
         policy=policy, kept=tuple(res.kept), thresholds=tuple(res.thresholds),
@@ -243,11 +385,19 @@ def plan_exits(
         search_rows=search_part.rows, guarantee=guarantee, exact=res.exact, margin_pp=margin)
     if hold_part is not None:
         hv = evaluate_plan(hold_part, res.kept, res.thresholds, policy, cost)
+        diff = _diff(hold_part, res.kept, res.thresholds, policy)
+        loss, lo, hi = loss_interval(diff)
+        prob = (float(guarantee) if guarantee is not None
+                else fresh_loss_probability(diff, budget_pp / 100.0, fresh))
         plan = replace(plan, holdout={
             "rows": hold_part.rows, "accuracy": hv["accuracy"],
             "final_accuracy": hv["final_accuracy"],
             "loss_pp": 100.0 * (hv["final_accuracy"] - hv["accuracy"]),
-            "latency_ms": hv["latency_ms"]})
+            "latency_ms": hv["latency_ms"]}, promise=Promise(
+            kind="best-effort" if guarantee is None else "guarantee", probability=prob,
+            fresh_rows=fresh, holdout_rows=hold_part.rows, holdout_loss_pp=loss,
+            holdout_interval_pp=(lo, hi), cost_tolerance=float(cost_tolerance),
+            widened=widened, note=note))
     return plan
 
 

@@ -93,6 +93,10 @@ class PlanRecord:
     guarantee: float | None = None
     exact: bool = True
     margin_pp: float = 0.0
+    promise: dict[str, Any] = field(default_factory=dict)
+    """What the plan promises about its loss on fresh data (``eeopt.planning.Promise``): kind
+    ("best-effort" or "guarantee"), probability, fresh_rows, the held-out loss and its
+    interval; empty for plans made before it was recorded."""
     predicted_loss_pp: float
     predicted_speedup: float
     kept_outputs: tuple[str, ...]
@@ -116,7 +120,8 @@ class PlanRecord:
         out: dict[str, Any] = {}
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name == "extra" or (v is None and f.name in _OMITTED_WHEN_NONE):
+            if f.name == "extra" or (v is None and f.name in _OMITTED_WHEN_NONE) or (
+                    f.name == "promise" and not v):  # older plans did not record one
                 continue
             if f.name == "cost_model":
                 out[f.name] = None if v is None else v.to_dict()
@@ -187,6 +192,10 @@ def _read(name: str, v: Any, where: str) -> Any:
         if not isinstance(v, (list, tuple)):
             raise bad
         return tuple(_num({name: x}, name, where) for x in v)
+    if name == "promise":
+        if not isinstance(v, dict):
+            raise bad
+        return dict(v)
     if name == "holdout":
         if not isinstance(v, dict):
             raise bad

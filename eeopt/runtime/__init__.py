@@ -95,10 +95,16 @@ def check_native(path: Path, backend: str, allow_native: bool) -> None:
 def load(path: str | os.PathLike[str], threads: int | None = None, *,
          allow_native: bool = False) -> Program:
     """Load and verify a compiled program directory (manifest, sha256 of every stage file).
+    ``threads``: ONNX Runtime's intra-op threads; by default the count the program was
+    compiled and priced for (its ``settings.threads``), else ONNX Runtime's own default.
     ``allow_native``: also load programs whose stages carry native code (``aoti``,
     ``tensorrt``), which loading runs; refused by default."""
     p = Path(path)
     manifest = load_manifest(p)
+    if threads is None:
+        recorded = manifest.settings.get("threads")
+        threads = recorded if isinstance(recorded, int) and not isinstance(recorded, bool) \
+            and recorded >= 0 else None
     loader = LOADERS.get(manifest.backend)
     if loader is None:
         raise ManifestError(

@@ -26,8 +26,11 @@ def format_bench(res: dict[str, Any]) -> str:
     acc = res["accuracy"]
     lines.append(f"{res['program']} on {res['data']} ({res['rows']} rows, "
                  f"{res['threads']} thread(s))")
+    lo, hi = res.get("loss_interval_pp") or (res["loss_pp"], res["loss_pp"])
     rows = [["accuracy", f"{acc['plain']:.2%}", f"{acc['program']:.2%}",
-             f"{-res['loss_pp']:+.2f} pp"]]
+             f"{-res['loss_pp']:+.2f} pp"],
+            ["  loss, 95% interval (paired)", "", "",
+             f"{res['loss_pp']:.2f} pp [{lo:.2f}, {hi:.2f}]"]]
     for b, lat in res["latency"].items():
         p, q = lat["plain"], lat["program"]
         if b == "1":
@@ -50,17 +53,25 @@ def format_bench(res: dict[str, Any]) -> str:
     lines.append(format_table(["", "plain net", "eeopt", "ratio"], rows))
     lines.append("exit fractions: " + ", ".join(
         f"{o}: {f:.1%}" for o, f in zip(res["kept_outputs"], res["exit_fractions"], strict=True)))
+    if res.get("promise_text"):
+        budget = res["budget_pp"]
+        held = "held" if res["loss_pp"] <= budget else "NOT held"
+        lines.append(f"promise ({held} here: {res['loss_pp']:.2f} pp against {budget:g}): "
+                     f"{res['promise_text']}")
     if res["frontier"]:
         lines.append(f"\nfrontier (planned on the calibration data; accuracy on every row, "
                      f"batch-1 latency on the first {res['frontier_rows']}):")
         frows = []
         for f in res["frontier"]:
             if "accuracy" in f:
+                lo, hi = f.get("loss_interval_pp", (f.get("loss_pp", 0.0),) * 2)
                 frows.append([f"{f['budget_pp']:g}", f"{f['accuracy']:.2%}",
+                              f"{f.get('loss_pp', 0.0):.2f} [{lo:.2f}, {hi:.2f}]",
                               f"{f['program_mean_ms']:.3f}", f"{f['plain_mean_ms']:.3f}",
                               f"{f['speedup']:.2f}x", ",".join(f["kept"])])
             else:
-                frows.append([f"{f['budget_pp']:g}", "-", "-", "-", "-", f["skipped"][:40]])
-        lines.append(format_table(["budget pp", "accuracy", "program ms", "plain ms", "speedup",
-                                   "kept"], frows))
+                frows.append([f"{f['budget_pp']:g}", "-", "-", "-", "-", "-",
+                              f["skipped"][:40]])
+        lines.append(format_table(["budget pp", "accuracy", "loss pp [95%]", "program ms",
+                                   "plain ms", "speedup", "kept"], frows))
     return "\n".join(lines)

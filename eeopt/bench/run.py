@@ -30,7 +30,7 @@ from eeopt.measure import (
     profile_model,
 )
 from eeopt.passes import cut_to_outputs
-from eeopt.planning import PlannedCosts, ideal_and_predicted
+from eeopt.planning import PlannedCosts, Promise, ideal_and_predicted, loss_interval
 from eeopt.program import Manifest, sha256_file
 from eeopt.runtime import Program, configure_threads, fast_run, load, make_session
 
@@ -100,7 +100,9 @@ def run_bench(
 ) -> dict[str, Any]:
     """Accuracy, exit fractions, latency against the plain network (interleaved, same
     process), ideal and predicted latency from the profile, and the accuracy-latency frontier
-    across budgets (each budget planned on ``calib`` and measured on ``data``).
+    across budgets (each budget planned on ``calib`` under the same promise as the program's
+    own plan, and measured on ``data``). Every accuracy loss comes with its 95% interval,
+    paired row by row against the plain network on ``data``.
 
     Each batch size is timed in ``passes`` passes over the data; the one with the median
     speedup is reported (every pass's speedup and efficiency are listed beside it), so that
@@ -138,9 +140,15 @@ def run_bench(
     pred = np.concatenate([r.prediction for r in res])
     exits = np.concatenate([r.exit for r in res])
     fractions = np.bincount(exits, minlength=program.num_exits) / n
+    plain_right = plain_pred == labels
+    loss, loss_lo, loss_hi = loss_interval(plain_right.astype(float)
+                                           - (pred == labels).astype(float))
 
-    profile = profile_model(src, threads=threads, progress=progress)
+    # priced like deployment: on the data's own rows (their shapes), at the bench's threads
+    profile = profile_model(src, threads=threads, progress=progress,
+                            example_inputs={k: v[:64] for k, v in feeds.items()})
     plan = program.manifest.plan
+    promise = None if plan is None else Promise.of(plan.promise)
     outputs = graph.output_names
     kept = [outputs.index(s.exit_output) for s in program.manifest.stages]
     # predicted: the cost model the plan was priced with, when the manifest has it (a fresh
@@ -202,11 +210,14 @@ def run_bench(
         sub = {k: v[:frontier_limit] for k, v in feeds.items()}
         with tempfile.TemporaryDirectory() as tmp:
             for budget in budgets:
-                try:
-                    p = compile_model(src, Path(tmp) / f"b{budget}", calib=cal, budget=budget,
-                                      profile=profile, threads=threads, verify=False,
-                                      policy=program.manifest.settings.get("policy",
-                                                                           "maxprob"))
+                try:  # the same promise as the program's own plan
+                    p = compile_model(
+                        src, Path(tmp) / f"b{budget}", calib=cal, budget=budget,
+                        profile=profile, threads=threads, verify=False,
+                        policy=program.manifest.settings.get("policy", "maxprob"),
+                        guarantee=None if plan is None else plan.guarantee,
+                        margin=promise.margin_z if promise is not None and promise.margin_z
+                        else 2.0)
                 except EEOptError as exc:  # e.g. no exit pays off at budget 0
                     frontier.append({"budget_pp": budget, "skipped": str(exc)})
                     continue
@@ -215,10 +226,14 @@ def run_bench(
                     return _p.run(f)  # type: ignore[attr-defined]
 
                 c1 = compare_batch1(run_plain, run_p, sub, warmup=50)
-                acc = float(np.mean(np.concatenate([  # accuracy on every row; latency on sub
+                right = np.concatenate([  # accuracy on every row; latency on sub
                     p.run({k: v[i:i + 256] for k, v in feeds.items()}).prediction
-                    for i in range(0, n, 256)]) == labels))
-                frontier.append({"budget_pp": budget, "accuracy": acc,
+                    for i in range(0, n, 256)]) == labels
+                f_loss, f_lo, f_hi = loss_interval(plain_right.astype(float)
+                                                   - right.astype(float))
+                frontier.append({"budget_pp": budget, "accuracy": float(right.mean()),
+                                 "loss_pp": f_loss, "loss_interval_pp": [f_lo, f_hi],
+                                 "within_budget": f_loss <= budget,
                                  "plain_mean_ms": c1.plain.mean_ms,
                                  "program_mean_ms": c1.program.mean_ms,
                                  "speedup": c1.speedup_mean,
@@ -232,7 +247,12 @@ def run_bench(
         "threads": threads,
         "accuracy": {"plain": float((plain_pred == labels).mean()),
                      "program": float((pred == labels).mean())},
-        "loss_pp": 100.0 * float((plain_pred == labels).mean() - (pred == labels).mean()),
+        "loss_pp": loss,
+        "loss_interval_pp": [loss_lo, loss_hi],
+        "budget_pp": None if plan is None else plan.budget_pp,
+        "promise": None if plan is None else dict(plan.promise) or None,
+        "promise_text": None if promise is None or plan is None
+        else promise.describe(plan.budget_pp),
         "exit_fractions": fractions.tolist(),
         "kept_outputs": [outputs[k] for k in kept],
         "latency": latency,

@@ -148,7 +148,7 @@ def plan_lines(p: PlanRecord) -> list[str]:
     ]
     if p.holdout:
         h = p.holdout
-        lines.append(f"  held-out check ({h['rows']} rows): loss {h['loss_pp']:.2f} pp, "
+        lines.append(f"  held-out check ({int(h['rows'])} rows): loss {h['loss_pp']:.2f} pp, "
                      f"{h['latency_ms']:.3f} ms/row")
     promise = Promise.of(p.promise)
     lines.append("  promise: " + (promise.describe(p.budget_pp) if promise is not None else

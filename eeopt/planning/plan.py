@@ -44,7 +44,7 @@ from eeopt.planning.calibration import (
     simulate_exits,
     to_policy_threshold,
 )
-from eeopt.planning.search import DEFAULT_GRID, SearchResult, search_thresholds
+from eeopt.planning.search import DEFAULT_GRID, SearchResult, most_correct, search_thresholds
 
 __all__ = [
     "ExitPlan",
@@ -61,6 +61,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: candidate plans the guarantee mode tests in its fixed sequence
+GUARANTEE_STEPS = 16
 
 
 # ---------------------------------------------------------------------------- plans
@@ -83,6 +86,9 @@ class Promise:
     """95% interval of the held-out loss, paired row by row."""
     cost_tolerance: float
     """Relative cost differences below this counted as equal (the profile's noise)."""
+    margin_z: float = 0.0
+    """Best effort: the margin, in standard errors of the loss estimate, the search started
+    with (``widened`` more in the end)."""
     widened: int = 0
     """Best effort: how often the held-out check sent the search back with a wider margin."""
     note: str = ""
@@ -183,12 +189,28 @@ def evaluate_plan(calib: Calibration, kept: Sequence[int], thresholds: Sequence[
             "rows": calib.rows}
 
 
+def _grid(calib: Calibration, policy: str, grid: np.ndarray | None) -> np.ndarray:
+    if grid is not None:
+        return np.sort(grid)
+    base = DEFAULT_GRID if policy in ("maxprob", "margin") else -np.unique(
+        np.concatenate([np.linspace(0.0, 1.2, 41), np.logspace(-4, -1, 21)]))[::-1]
+    # plus the data's own quantiles, so the grid fits wherever this model's scores live
+    return np.sort(np.concatenate([base, np.quantile(calib.scores(policy),
+                                                     np.linspace(0.02, 0.98, 33))]))
+
+
 def _search(calib: Calibration, policy: str, cost: Callable[[int, int], float],
             budget_pp: float, grid: np.ndarray | None, max_leaves: int,
-            tolerance: float = 0.0) -> SearchResult:
+            tolerance: float = 0.0, ceiling: int | None = None) -> SearchResult:
+    """The planner's search on ``calib`` for ``budget_pp`` (below zero: plans that beat the
+    final exit). ``ceiling``: the most rows any plan gets right (``most_correct``), if known:
+    a budget asking for more returns the final exit alone without searching."""
     corr = calib.correct()
     final_correct = int(corr[-1].sum())
     min_correct = int(math.ceil(final_correct - budget_pp / 100.0 * calib.rows - 1e-9))
+    if ceiling is not None and min_correct > ceiling:
+        return SearchResult((calib.num_exits - 1,), (), cost(-1, calib.num_exits - 1)
+                            * calib.rows, final_correct, True)
     if policy == "patience":  # one integer patience over all kept exits, every subset
         km1 = calib.num_exits - 1
         plans = []
@@ -205,14 +227,9 @@ def _search(calib: Calibration, policy: str, cost: Callable[[int, int], float],
         cap = min(q.cost for q in plans) * (1.0 + tolerance)
         # the most accurate of the (near-)cheapest, then the cheaper
         return min((q for q in plans if q.cost <= cap), key=lambda q: (-q.correct, q.cost))
-    scores = calib.scores(policy)
-    if grid is None:
-        base = DEFAULT_GRID if policy in ("maxprob", "margin") else -np.unique(
-            np.concatenate([np.linspace(0.0, 1.2, 41), np.logspace(-4, -1, 21)]))[::-1]
-        # plus the data's own quantiles, so the grid fits wherever this model's scores live
-        grid = np.concatenate([base, np.quantile(scores, np.linspace(0.02, 0.98, 33))])
-    res = search_thresholds(scores, corr, cost, min_correct=min_correct,
-                            grid=np.sort(grid), max_leaves=max_leaves, tolerance=tolerance)
+    res = search_thresholds(calib.scores(policy), corr, cost, min_correct=min_correct,
+                            grid=_grid(calib, policy, grid), max_leaves=max_leaves,
+                            tolerance=tolerance)
     return replace(res, thresholds=tuple(to_policy_threshold(policy, t)
                                          for t in res.thresholds))
 
@@ -323,8 +340,15 @@ def plan_exits(
     hold_part = calib.subset(np.sort(perm[:n_hold])) if n_hold else None
     final_only = SearchResult((calib.num_exits - 1,), (), 0.0, 0, True)
 
+    ceiling: list[int | None] = []  # found once, when a budget below zero first asks for it
+
     def search(b: float) -> SearchResult:
-        return _search(search_part, policy, cost, b, grid, max_leaves, cost_tolerance)
+        if b < 0 and not ceiling:
+            ceiling.append(None if policy == "patience" else most_correct(
+                search_part.scores(policy), search_part.correct(),
+                grid=_grid(search_part, policy, grid), max_leaves=max_leaves))
+        return _search(search_part, policy, cost, b, grid, max_leaves, cost_tolerance,
+                       ceiling[0] if ceiling else None)
 
     margin = 0.0
     widened = 0
@@ -333,14 +357,16 @@ def plan_exits(
         def with_margin(z: float) -> tuple[SearchResult, float]:
             # The cheapest plan within the budget on a sample sits at the budget's edge, and
             # noise puts it past the edge about half the time on new data. Keep a margin of
-            # `z` standard errors of the plan's paired loss estimate (iterated, since it
-            # depends on the plan); the internal budget may go below zero.
+            # `z` standard errors of the plan's paired loss estimate. The margin depends on
+            # the plan, so iterate; it only grows (a smaller one would let back a plan it
+            # already ruled out), until the plan found fits inside it. The internal budget
+            # may go below zero.
             res, m = search(budget_pp), 0.0
-            for _ in range(4):
-                new_m = z * _loss_stderr_pp(search_part, res, policy)
-                if abs(new_m - m) < 0.01:
+            for _ in range(6):
+                need = z * _loss_stderr_pp(search_part, res, policy)
+                if need <= m + 0.01:
                     break
-                m = new_m
+                m = need
                 res = search(budget_pp - m)
             return res, m
 
@@ -364,7 +390,11 @@ def plan_exits(
             raise ValueError("the guarantee mode needs holdout > 0 for its test")
         delta = 1.0 - guarantee
         res = final_only  # no early exit: safe
-        for b in np.linspace(0.0, budget_pp, 11)[1:]:  # fixed sequence, most careful first
+        # a fixed sequence, most careful first: from internal budgets below zero (plans that
+        # beat the final exit on the search rows; the search's own pick overfits them) up to
+        # the budget itself
+        start = budget_pp - 2.0 * max(budget_pp, 0.5)
+        for b in np.linspace(start, budget_pp, GUARANTEE_STEPS):
             cand = search(float(b))
             diff = _diff(hold_part, cand.kept, cand.thresholds, policy)
             pval = loss_pvalue(diff, budget_pp / 100.0, fresh_rows=fresh)
@@ -397,7 +427,8 @@ def plan_exits(
             kind="best-effort" if guarantee is None else "guarantee", probability=prob,
             fresh_rows=fresh, holdout_rows=hold_part.rows, holdout_loss_pp=loss,
             holdout_interval_pp=(lo, hi), cost_tolerance=float(cost_tolerance),
-            widened=widened, note=note))
+            margin_z=float(margin_z) if guarantee is None else 0.0, widened=widened,
+            note=note))
     return plan
 
 

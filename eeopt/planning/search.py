@@ -8,12 +8,13 @@ descent from the best single global threshold. Pure numpy.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_GRID", "DROP", "SearchResult", "search_thresholds"]
+__all__ = ["DEFAULT_GRID", "DROP", "SearchResult", "most_correct", "search_thresholds"]
 
 #: candidate thresholds for max-probability-like scores: dense near 1
 DEFAULT_GRID = np.unique(
@@ -84,6 +85,21 @@ def search_thresholds(
         best = _exact(lvl, correct, cost_tab, grid, min_correct, allow_drop,
                       cap=best.cost * (1.0 + tolerance)) or best
     return best
+
+
+def most_correct(scores: np.ndarray, correct: np.ndarray, *, grid: np.ndarray = DEFAULT_GRID,
+                 allow_drop: bool = True, max_leaves: int = 200_000) -> int | None:
+    """The most rows any plan over the grid gets right, whatever it costs (None past
+    ``max_leaves``): a search asking for more has no answer, and need not run."""
+    km1 = scores.shape[0]
+    if km1 == 0:
+        return int(correct[-1].sum())
+    grid = np.unique(np.asarray(grid, dtype=np.float32).astype(np.float64))
+    if (len(grid) + (1 if allow_drop else 0)) ** max(km1 - 1, 0) > max_leaves:
+        return None
+    free = {(p, k): 0.0 for p in range(-1, km1) for k in range(p + 1, km1 + 1)}
+    best = _exact(_levels(scores, grid), correct, free, grid, 0, allow_drop, cap=math.inf)
+    return None if best is None else best.correct
 
 
 def _exact(lvl: np.ndarray, correct: np.ndarray, cost_tab: dict[tuple[int, int], float],
@@ -158,11 +174,12 @@ def _exact(lvl: np.ndarray, correct: np.ndarray, cost_tab: dict[tuple[int, int],
         if cap is None:
             if b is not None and bound >= b.cost:
                 return
-        else:
-            if bound > cap * (1 + 1e-12):
-                return
-            if b is not None and corr_sum + int(reachable[k, rows].sum()) < b.correct:
-                return
+        elif bound > cap * (1 + 1e-12):
+            return
+        # every completion gets at most the rows some later exit gets right
+        most = corr_sum + int(reachable[k, rows].sum())
+        if most < min_correct or (cap is not None and b is not None and most < b.correct):
+            return
         if k == km1 - 1:
             leaf(rows, paid, prev, cost_sum, corr_sum, kept, thr)
             return

@@ -64,6 +64,8 @@ logger = logging.getLogger(__name__)
 
 #: candidate plans the guarantee mode tests in its fixed sequence
 GUARANTEE_STEPS = 16
+#: bisection steps of the best-effort margin (the internal budget to within 1/64 of its range)
+BISECT_STEPS = 6
 
 
 # ---------------------------------------------------------------------------- plans
@@ -356,19 +358,32 @@ def plan_exits(
     if guarantee is None:
         def with_margin(z: float) -> tuple[SearchResult, float]:
             # The cheapest plan within the budget on a sample sits at the budget's edge, and
-            # noise puts it past the edge about half the time on new data. Keep a margin of
-            # `z` standard errors of the plan's paired loss estimate. The margin depends on
-            # the plan, so iterate; it only grows (a smaller one would let back a plan it
-            # already ruled out), until the plan found fits inside it. The internal budget
-            # may go below zero.
-            res, m = search(budget_pp), 0.0
-            for _ in range(6):
-                need = z * _loss_stderr_pp(search_part, res, policy)
-                if need <= m + 0.01:
-                    break
-                m = need
-                res = search(budget_pp - m)
-            return res, m
+            # noise puts it past the edge about half the time on new data. Take the plan
+            # whose loss estimate plus `z` of its own standard errors is within the budget:
+            # bisect the internal budget b (the search's plan for b loses at most b on the
+            # search rows; a lower b gives a more careful plan, with a smaller standard
+            # error). b may go below zero; the final exit alone always fits.
+            def fits(r: SearchResult) -> bool:
+                loss = 100 * float(_diff(search_part, r.kept, r.thresholds, policy).mean())
+                return loss + z * _loss_stderr_pp(search_part, r, policy) <= budget_pp + 1e-9
+
+            top = search(budget_pp)
+            if fits(top):
+                return top, 0.0
+            lo = budget_pp - z * _loss_stderr_pp(search_part, top, policy)
+            low = search(lo)
+            while not fits(low):  # rare: lower still, down to the final exit alone
+                lo -= max(budget_pp, 0.25)
+                low = search(lo)
+            hi = budget_pp
+            for _ in range(BISECT_STEPS):
+                mid = (lo + hi) / 2
+                r = search(mid)
+                if fits(r):
+                    lo, low = mid, r
+                else:
+                    hi = mid
+            return low, budget_pp - lo
 
         res, margin = with_margin(margin_z)
         while hold_part is not None and len(res.kept) > 1:

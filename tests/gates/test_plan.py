@@ -42,8 +42,10 @@ def test_planned_compile(demo: dict[str, object], tmp_path: Path) -> None:
     report = profile_model(str(path_of(demo)), threads=1, batches=(1, 8), min_time_s=0.05,
                            progress=False)
     feeds, labels = demo["feeds"], demo["labels"]
+    # 400 rows, 280 of them searched: one row is 0.36 pp, and the best-effort promise (the
+    # loss plus two of its standard errors within the budget) needs a few points of budget
     prog = eeopt.compile(path_of(demo), tmp_path / "p", policy="gate-unit",
-                         calib=(feeds, labels), budget=1.0, profile=report, threads=1)
+                         calib=(feeds, labels), budget=3.0, profile=report, threads=1)
     plan = prog.manifest.plan
     assert plan is not None and plan.policy == "gate-unit"
     assert plan.gate_train_rows is not None and plan.plan_rows is not None

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eeopt.bench import format_table, plain_model_path
-from eeopt.cli.common import in_flags, int_list
+from eeopt.cli.common import in_flags, int_list, load_arrays
 from eeopt.measure import profile_model
 from eeopt.program import load_manifest, write_file
 
@@ -31,6 +31,11 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                     help="batch sizes to measure (default 1,8,64)")
     pr.add_argument("--json", metavar="OUT.json", help="also write the full report as JSON")
     pr.add_argument("--top", type=int, default=10, help="slowest nodes to list (default 10)")
+    pr.add_argument("--example-inputs", metavar="X.npz|X.npy",
+                    help="inputs to time the model on (one array per input name; their rows "
+                    "are tiled to each batch size): the deployment's own shapes, e.g. a text "
+                    "model's sequence length. Default: random inputs of the model's declared "
+                    "shapes, symbolic dimensions set to 8")
 
     return pr  # type: ignore[no-any-return]
 
@@ -42,7 +47,12 @@ def run(args: argparse.Namespace) -> int:
     if Path(model).is_dir():
         model = plain_model_path(load_manifest(model), None)
     batches = int_list(args.batches, "--batches")
-    r = profile_model(model, threads=args.threads, batches=batches, progress=True)
+    example = None
+    if args.example_inputs:
+        ex = load_arrays(args.example_inputs)
+        example = ex if isinstance(ex, dict) else (ex,)
+    r = profile_model(model, threads=args.threads, batches=batches, progress=True,
+                      example_inputs=example)
     b_hdr = [f"stage @{b}" for b in batches]
     rows = []
     for e in r.exits:

@@ -55,6 +55,8 @@ def test_compile_with_planner_then_inspect(setup: dict[str, Path]) -> None:
         plan["thresholds"])
     p = eeopt_cli("inspect", out)
     assert p.returncode == 0 and "predicted accuracy" in p.stdout and "held-out check" in p.stdout
+    assert "promise: best effort: P(loss <= 2 pp on 2000 fresh rows) ~ " in p.stdout
+    assert plan["promise"]["kind"] == "best-effort" and plan["promise"]["fresh_rows"] == 2000
     # Result.exit k -> the model output it left at, also after the planner dropped exits
     import eeopt
 
@@ -102,7 +104,10 @@ def test_calib_file_without_labels(setup: dict[str, Path]) -> None:
 
 def test_profile_cli(setup: dict[str, Path]) -> None:
     js = setup["dir"] / "profile.json"
-    p = eeopt_cli("profile", setup["model"], "--batches", "1,4", "--json", js)
+    x = setup["dir"] / "x_profile.npy"
+    np.save(x, np.load(setup["calib"])["x"][:8])
+    p = eeopt_cli("profile", setup["model"], "--batches", "1,4", "--json", js,
+                  "--example-inputs", x)
     assert p.returncode == 0, p.stderr
     assert "plain network" in p.stdout and "slowest nodes" in p.stdout
     rep = json.loads(js.read_text())
@@ -126,3 +131,12 @@ def test_bench_cli(setup: dict[str, Path]) -> None:
     assert sum(res["exit_fractions"]) == pytest.approx(1.0)
     assert len(res["frontier"]) == 2
     assert png.stat().st_size > 10_000
+    # the loss comes with its paired interval, and the plan's promise with whether it held
+    lo, hi = res["loss_interval_pp"]
+    assert lo <= res["loss_pp"] <= hi and hi - lo > 0
+    assert res["promise"]["kind"] == "best-effort" and res["budget_pp"] == 2.0
+    assert "loss, 95% interval (paired)" in p.stdout and "promise (" in p.stdout
+    assert "best effort: P(loss <= 2 pp on" in p.stdout
+    for f in res["frontier"]:
+        if "accuracy" in f:
+            assert f["loss_interval_pp"][0] <= f["loss_pp"] <= f["loss_interval_pp"][1]

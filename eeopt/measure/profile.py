@@ -141,7 +141,9 @@ def profile_model(
             fns["program"] = partial(program.run, x)
             stats = measure_stats(fns, min_time_s * (len(fns) / 2))
             med = {k: m for k, (m, _) in stats.items()}
-            noise += [stats[k][1] for k in fns if k != "program"]
+            # the stage calls and the plain network: what a plan's cost is made of (the heads
+            # alone are short calls, noisier, and priced only inside their stage)
+            noise += [stats[k][1] for k in fns if k.startswith("s") or k == "plain"]
             for k in range(k_exits):
                 stage_s[k][b] = med[f"s{k}"]
             for k in range(k_exits - 1):

@@ -122,8 +122,8 @@ class ProfileReport:
     stages that few rows reach. Added to every stage that runs that exit's segment."""
     noise: float = 0.0
     """How far one stretch of measuring differs from another on this machine: the median
-    relative standard deviation of the measured calls' per-round means. Costs closer than this
-    are not told apart by the profile."""
+    relative standard deviation of the per-round means of the stage calls and the plain
+    network. Costs closer than this are not told apart by the profile."""
 
     @property
     def num_exits(self) -> int:

@@ -46,6 +46,24 @@ def test_cpp_vs_python_times_the_python_runtimes_stage_calls(tmp_path: Path) -> 
     np.testing.assert_array_equal(py.prog.run(x).exit, want.exit)
 
 
-@pytest.mark.parametrize("name", ["demo_fashion_mnist", "gating", "cascade", "cpp_vs_python"])
+@pytest.mark.parametrize("name", ["demo_fashion_mnist", "gating", "cascade", "cpp_vs_python",
+                                  "planner_promise", "plan_stability"])
 def test_benchmark_scripts_import(name: str) -> None:
     assert _load(name) is not None
+
+
+def test_planner_promise_plans_and_scores_a_split() -> None:
+    """One split of the promise benchmark on synthetic calibration data: every budget and
+    mode planned on one half and scored on the other, then summarised."""
+    from planning.test_search import _confident_calibration, _profile
+
+    bench = _load("planner_promise")
+    bench._WORLD["syn"] = (_confident_calibration(4000, np.random.default_rng(0)), _profile(3))
+    rows = bench._split(("syn", 0))
+    assert len(rows) == len(bench.BUDGETS) * len(bench.MODES)
+    for r in rows:
+        assert r["held"] == (r["loss_pp"] <= r["budget_pp"] + 1e-9)
+        assert r["speedup"] > 0 and 0.0 <= r["probability"] <= 1.0
+    s = bench._summary(rows[:2])
+    assert s["splits"] == 2 and 0.0 <= s["hit_interval"][0] <= s["hit_rate"] <= 1.0
+    assert bench._binom_cdf(45, 50, 0.9) == pytest.approx(0.5688, abs=1e-3)

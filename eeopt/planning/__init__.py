@@ -42,7 +42,14 @@ from eeopt.planning.plan import (
     plan_exits,
     stage_cost_fn,
 )
-from eeopt.planning.search import DEFAULT_GRID, DROP, SearchResult, search_thresholds
+from eeopt.planning.search import (
+    DEFAULT_GRID,
+    DROP,
+    Frontier,
+    SearchResult,
+    most_correct,
+    search_thresholds,
+)
 
 __all__ = [
     "DEFAULT_GRID",
@@ -51,6 +58,7 @@ __all__ = [
     "Calibration",
     "CostFit",
     "ExitPlan",
+    "Frontier",
     "Promise",
     "NodeTime",
     "PlannedCosts",
@@ -66,6 +74,7 @@ __all__ = [
     "local_exits",
     "loss_interval",
     "loss_pvalue",
+    "most_correct",
     "pick_global_threshold",
     "plan_exits",
     "search_thresholds",

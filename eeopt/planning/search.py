@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DEFAULT_GRID", "DROP", "SearchResult", "most_correct", "search_thresholds"]
+__all__ = ["DEFAULT_GRID", "DROP", "Frontier", "SearchResult", "most_correct",
+           "search_thresholds"]
 
 #: candidate thresholds for max-probability-like scores: dense near 1
 DEFAULT_GRID = np.unique(
@@ -85,6 +86,121 @@ def search_thresholds(
         best = _exact(lvl, correct, cost_tab, grid, min_correct, allow_drop,
                       cap=best.cost * (1.0 + tolerance)) or best
     return best
+
+
+@dataclass(frozen=True)
+class Frontier:
+    """Every plan over the grid that no other plan beats on both cost and rows right, cheapest
+    first: a search for any budget, with or without a cost tolerance, is then a lookup. Built
+    by one enumeration of every plan (``Frontier.build``), worth it when a caller searches many
+    budgets on the same data (the planner's margin bisection and its guarantee sequence)."""
+
+    cost: np.ndarray
+    """Ascending."""
+    correct: np.ndarray
+    """Strictly ascending along with the cost."""
+    plans: tuple[tuple[tuple[int, ...], tuple[float, ...]], ...]
+
+    #: enumerate at most this many leaves (each a vectorised pass over the last exit's grid)
+    MAX_LEAVES = 20_000
+
+    @classmethod
+    def build(cls, scores: np.ndarray, correct: np.ndarray,
+              stage_cost: Callable[[int, int], float], *, grid: np.ndarray = DEFAULT_GRID,
+              allow_drop: bool = True) -> Frontier | None:
+        """The frontier, or None past ``MAX_LEAVES`` (search each budget then)."""
+        km1, n = scores.shape
+        final = km1
+        grid = np.unique(np.asarray(grid, dtype=np.float32).astype(np.float64))
+        g = len(grid)
+        if km1 == 0 or (g + (1 if allow_drop else 0)) ** max(km1 - 1, 0) > cls.MAX_LEAVES:
+            return None
+        lvl = _levels(scores, grid)
+        cost_tab = {(p, k): stage_cost(p, k) for p in range(-1, final)
+                    for k in range(p + 1, final + 1)}
+        corr_final = correct[final]
+        costs: list[np.ndarray] = []
+        corrs: list[np.ndarray] = []
+        which: list[np.ndarray] = []  # (prefix id, grid index or DROP) per point
+        prefixes: list[tuple[tuple[int, ...], tuple[float, ...]]] = []
+
+        def leaf(rows: np.ndarray, paid: float, prev: int, cost_sum: float, corr_sum: int,
+                 kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
+            k = km1 - 1
+            m = rows.size
+            pid = len(prefixes)
+            prefixes.append((kept, thr))
+            cf_all = int(corr_final[rows].sum())
+            if allow_drop or m == 0:
+                costs.append(np.array([cost_sum + m * (paid + cost_tab[(prev, final)])]))
+                corrs.append(np.array([corr_sum + cf_all], dtype=np.float64))
+                which.append(np.array([[pid, DROP if allow_drop else 0]]))
+            if m == 0:
+                return
+            lv = lvl[k, rows]
+            hist_n = np.bincount(lv, minlength=g + 1)
+            hist_ck = np.bincount(lv, weights=correct[k, rows], minlength=g + 1)
+            hist_cf = np.bincount(lv, weights=corr_final[rows], minlength=g + 1)
+            fire_n = np.cumsum(hist_n[::-1])[::-1][1:]
+            fire_ck = np.cumsum(hist_ck[::-1])[::-1][1:]
+            stay_cf = cf_all - np.cumsum(hist_cf[::-1])[::-1][1:]
+            c_here = paid + cost_tab[(prev, k)]
+            costs.append(cost_sum + m * c_here + (m - fire_n) * cost_tab[(k, final)])
+            corrs.append(np.round(corr_sum + fire_ck + stay_cf))
+            which.append(np.stack([np.full(g, pid), np.arange(g)], axis=1))
+
+        def dfs(k: int, rows: np.ndarray, paid: float, prev: int, cost_sum: float,
+                corr_sum: int, kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
+            if k == km1 - 1:
+                leaf(rows, paid, prev, cost_sum, corr_sum, kept, thr)
+                return
+            if allow_drop:
+                dfs(k + 1, rows, paid, prev, cost_sum, corr_sum, kept, thr)
+            c_here = paid + cost_tab[(prev, k)]
+            lv = lvl[k, rows]
+            for j in range(g):
+                fire = lv > j
+                nf = int(fire.sum())
+                dfs(k + 1, rows[~fire], c_here, k, cost_sum + nf * c_here,
+                    corr_sum + int(correct[k, rows[fire]].sum()), kept + (k,),
+                    thr + (float(grid[j]),))
+                if nf == 0:
+                    break  # higher thresholds fire nobody either: same as the last one
+
+        dfs(0, np.arange(n), 0.0, -1, 0.0, 0, (), ())
+        cost = np.concatenate(costs)
+        corr = np.concatenate(corrs)
+        ids = np.concatenate(which)
+        order = np.lexsort((-corr, cost))  # cheapest first; at equal cost the most right
+        best = -1.0
+        keep = []
+        for i in order:
+            if corr[i] > best:
+                keep.append(i)
+                best = corr[i]
+        plans = []
+        for i in keep:
+            kept, thr = prefixes[int(ids[i, 0])]
+            j = int(ids[i, 1])
+            if j == DROP:
+                plans.append((kept + (final,), thr))
+            else:
+                plans.append((kept + (km1 - 1, final), thr + (float(grid[j]),)))
+        return cls(cost[keep], corr[keep].astype(np.int64), tuple(plans))
+
+    def _result(self, i: int) -> SearchResult:
+        kept, thr = self.plans[i]
+        return SearchResult(kept, thr, float(self.cost[i]), int(self.correct[i]), True)
+
+    def search(self, min_correct: int, tolerance: float = 0.0) -> SearchResult | None:
+        """``search_thresholds``' answer, or None when no plan gets ``min_correct`` right."""
+        i = int(np.searchsorted(self.correct, min_correct, side="left"))
+        if i == len(self.correct):
+            return None
+        if tolerance > 0:
+            cap = self.cost[i] * (1.0 + tolerance) * (1 + 1e-12)
+            i = max(i, int(np.searchsorted(self.cost, cap, side="right")) - 1)
+        return self._result(i)
 
 
 def most_correct(scores: np.ndarray, correct: np.ndarray, *, grid: np.ndarray = DEFAULT_GRID,

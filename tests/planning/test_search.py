@@ -198,3 +198,39 @@ def test_plan_meets_budget_and_generalises() -> None:
         # on unseen data the loss drifts by sampling noise, not by more
         assert 100 * (truth["final_accuracy"] - truth["accuracy"]) <= 1.0 + 0.75
         assert truth["latency_ms"] == pytest.approx(plan.predicted_latency_ms, rel=0.1)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("k", [2, 3, 4])
+def test_the_frontier_answers_every_search(seed: int, k: int) -> None:
+    """One enumeration of the cost/accuracy frontier gives, for every budget and tolerance,
+    the search's own answer (the planner asks it many budgets on the same rows)."""
+    from eeopt.planning import Frontier
+
+    rng = np.random.default_rng(300 + seed)
+    scores, correct = _synthetic(80, k, seed)
+    seg = rng.uniform(0.5, 2.0, k)
+
+    def cost(prev: int, j: int) -> float:
+        return float(seg[prev + 1 : j + 1].sum() + 0.15)
+
+    grid = np.sort(rng.uniform(0.2, 1.0, 7)).astype(np.float32).astype(np.float64)
+    front = Frontier.build(scores, correct, cost, grid=grid)
+    assert front is not None
+    assert np.all(np.diff(front.cost) >= 0) and np.all(np.diff(front.correct) > 0)
+    final = int(correct[-1].sum())
+    for slack in (-3, 0, 3, 8):
+        for tol in (0.0, 0.1):
+            want = search_thresholds(scores, correct, cost, min_correct=final - slack,
+                                     grid=grid, tolerance=tol)
+            got = front.search(final - slack, tol)
+            if got is None:  # nothing gets that many right: the search falls back to the final
+                assert slack < 0 and want.kept == (k - 1,) and want.correct < final - slack
+                continue
+            assert got.cost == pytest.approx(want.cost, abs=1e-9)
+            assert got.correct == want.correct
+            # the plan it names does cost and score what it says
+            exits = simulate_exits([scores[e] for e in got.kept[:-1]], list(got.thresholds),
+                                   n=scores.shape[1])
+            ex = np.asarray(got.kept)[exits]
+            assert int(correct[ex, np.arange(scores.shape[1])].sum()) == got.correct

@@ -44,7 +44,13 @@ from eeopt.planning.calibration import (
     simulate_exits,
     to_policy_threshold,
 )
-from eeopt.planning.search import DEFAULT_GRID, SearchResult, most_correct, search_thresholds
+from eeopt.planning.search import (
+    DEFAULT_GRID,
+    Frontier,
+    SearchResult,
+    most_correct,
+    search_thresholds,
+)
 
 __all__ = [
     "ExitPlan",
@@ -203,16 +209,25 @@ def _grid(calib: Calibration, policy: str, grid: np.ndarray | None) -> np.ndarra
 
 def _search(calib: Calibration, policy: str, cost: Callable[[int, int], float],
             budget_pp: float, grid: np.ndarray | None, max_leaves: int,
-            tolerance: float = 0.0, ceiling: int | None = None) -> SearchResult:
+            tolerance: float = 0.0, ceiling: int | None = None,
+            frontier: Frontier | None = None) -> SearchResult:
     """The planner's search on ``calib`` for ``budget_pp`` (below zero: plans that beat the
     final exit). ``ceiling``: the most rows any plan gets right (``most_correct``), if known:
-    a budget asking for more returns the final exit alone without searching."""
+    a budget asking for more returns the final exit alone without searching. ``frontier``:
+    ``calib``'s frontier over the same grid and cost, if built: the search is then a lookup."""
     corr = calib.correct()
     final_correct = int(corr[-1].sum())
     min_correct = int(math.ceil(final_correct - budget_pp / 100.0 * calib.rows - 1e-9))
+    final_only = SearchResult((calib.num_exits - 1,), (), cost(-1, calib.num_exits - 1)
+                              * calib.rows, final_correct, True)
     if ceiling is not None and min_correct > ceiling:
-        return SearchResult((calib.num_exits - 1,), (), cost(-1, calib.num_exits - 1)
-                            * calib.rows, final_correct, True)
+        return final_only
+    if frontier is not None:
+        res = frontier.search(min_correct, tolerance)
+        if res is None:
+            return final_only
+        return replace(res, thresholds=tuple(to_policy_threshold(policy, t)
+                                             for t in res.thresholds))
     if policy == "patience":  # one integer patience over all kept exits, every subset
         km1 = calib.num_exits - 1
         plans = []
@@ -342,9 +357,17 @@ def plan_exits(
     hold_part = calib.subset(np.sort(perm[:n_hold])) if n_hold else None
     final_only = SearchResult((calib.num_exits - 1,), (), 0.0, 0, True)
 
+    # every plan's cost and rows right, enumerated once: the bisection and the guarantee's
+    # sequence below ask many budgets of the same rows (None: too many plans, search each)
+    frontier = None if policy == "patience" else Frontier.build(
+        search_part.scores(policy), search_part.correct(), cost,
+        grid=_grid(search_part, policy, grid))
     ceiling: list[int | None] = []  # found once, when a budget below zero first asks for it
 
     def search(b: float) -> SearchResult:
+        if frontier is not None:
+            return _search(search_part, policy, cost, b, grid, max_leaves, cost_tolerance,
+                           frontier=frontier)
         if b < 0 and not ceiling:
             ceiling.append(None if policy == "patience" else most_correct(
                 search_part.scores(policy), search_part.correct(),

@@ -88,3 +88,21 @@ def test_the_compile_refuses_with_the_promises_reason() -> None:
                        r"held-out check measured .* pp against the 1 pp budget even 5 standard "
                        r"errors inside it; raise budget, or calibrate on more rows"):
         refuse_final_only(plan, 1.0)
+
+
+@pytest.mark.parametrize("guarantee", [None, 0.9])
+def test_the_frontier_changes_no_plan(guarantee: float | None,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner looks its budgets up on a frontier it enumerates once; searching each
+    budget afresh (as it does past the frontier's size limit) gives the same plan."""
+    from eeopt.planning import Frontier
+
+    calib = _confident_calibration(6000, np.random.default_rng(5))
+    kw = {"budget_pp": 2.0 if guarantee else 0.5, "guarantee": guarantee, "seed": 3, "cost_tolerance": 0.05}
+    fast = plan_exits(calib, _profile(3), **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(Frontier, "MAX_LEAVES", 0)
+    slow = plan_exits(calib, _profile(3), **kw)  # type: ignore[arg-type]
+    assert len(fast.kept) > 1
+    assert (fast.kept, fast.thresholds, fast.margin_pp) == (slow.kept, slow.thresholds,
+                                                            slow.margin_pp)
+    assert fast.promise == slow.promise

@@ -146,6 +146,10 @@ def plan_lines(p: PlanRecord) -> list[str]:
         f"{p.predicted_latency_ms:.3f} ms/row vs {p.plain_latency_ms:.3f} plain "
         f"({p.predicted_speedup:.2f}x)",
     ]
+    if p.predicted_speedup < 1.0:
+        lines.append("  warning: predicted slower than the plain network: no early exit pays "
+                     "for its heads and stage calls on this model within this budget; serve "
+                     "the plain model, or raise --budget")
     if p.holdout:
         h = p.holdout
         lines.append(f"  held-out check ({int(h['rows'])} rows): loss {h['loss_pp']:.2f} pp, "

@@ -98,7 +98,8 @@ def test_the_frontier_changes_no_plan(guarantee: float | None,
     from eeopt.planning import Frontier
 
     calib = _confident_calibration(6000, np.random.default_rng(5))
-    kw = {"budget_pp": 2.0 if guarantee else 0.5, "guarantee": guarantee, "seed": 3, "cost_tolerance": 0.05}
+    kw = {"budget_pp": 2.0 if guarantee else 0.5, "guarantee": guarantee, "seed": 3,
+          "cost_tolerance": 0.05}
     fast = plan_exits(calib, _profile(3), **kw)  # type: ignore[arg-type]
     monkeypatch.setattr(Frontier, "MAX_LEAVES", 0)
     slow = plan_exits(calib, _profile(3), **kw)  # type: ignore[arg-type]

@@ -73,3 +73,16 @@ def test_a_missing_field_is_named() -> None:
 def test_cost_records() -> None:
     rec = CostModelRecord(CostRecord(0.1, 0.01, {1: 0.11}), (CostRecord(0.2, 0.0),))
     assert CostModelRecord.from_dict(json.loads(json.dumps(rec.to_dict())), "plan") == rec
+
+
+@pytest.mark.parametrize("speedup", [3.0, 0.97])
+def test_a_plan_slower_than_the_plain_network_says_so(speedup: float) -> None:
+    """`compile` and `inspect` print the plan; one predicted slower than the plain network
+    (the exits' heads and stage calls cost more than they save) carries a warning."""
+    from eeopt.cli.common import plan_lines
+
+    d = {**_plan_json(), "predicted_speedup": speedup,
+         "holdout": {"rows": 1500.0, "loss_pp": 0.1, "latency_ms": 0.05}}
+    lines = plan_lines(PlanRecord.from_dict(d))
+    warned = [ln for ln in lines if "warning: predicted slower than the plain network" in ln]
+    assert len(warned) == (1 if speedup < 1 else 0)

@@ -149,10 +149,66 @@ class Frontier:
             corrs.append(np.round(corr_sum + fire_ck + stay_cf))
             which.append(np.stack([np.full(g, pid), np.arange(g)], axis=1))
 
+        def twig(rows: np.ndarray, paid: float, prev: int, cost_sum: float, corr_sum: int,
+                 kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
+            # the last two gated exits at once: every threshold j of the first, then every
+            # option of the second on the rows j leaves (a cumulative 2-d histogram), in the
+            # order dfs + leaf would enumerate them
+            k2, k = km1 - 2, km1 - 1
+            if allow_drop:
+                leaf(rows, paid, prev, cost_sum, corr_sum, kept, thr)
+            c2 = paid + cost_tab[(prev, k2)]
+            lv2, lv1 = lvl[k2, rows], lvl[k, rows]
+            fire2_n = rows.size - np.cumsum(np.bincount(lv2, minlength=g + 1))[:g]
+            empty = np.flatnonzero(fire2_n == 0)
+            jn = int(empty[0]) + 1 if empty.size else g  # as dfs: stop after the first no-fire
+            fire2_ck = (float(correct[k2, rows].sum())
+                        - np.cumsum(np.bincount(lv2, weights=correct[k2, rows],
+                                                minlength=g + 1))[:g])
+            cell = lv2 * (g + 1) + lv1
+
+            def stay_hist(w: np.ndarray | None) -> np.ndarray:
+                h = np.bincount(cell, weights=w, minlength=(g + 1) ** 2).reshape(g + 1, g + 1)
+                return np.cumsum(h, axis=0)[:jn]  # [j, level of k]: rows with lv2 <= j
+
+            h_n = stay_hist(None)
+            h_ck = stay_hist(correct[k, rows].astype(np.float64))
+            h_cf = stay_hist(corr_final[rows].astype(np.float64))
+            m = h_n.sum(axis=1)
+            cf_all = h_cf.sum(axis=1)
+            base_cost = cost_sum + fire2_n[:jn] * c2
+            base_corr = corr_sum + fire2_ck[:jn]
+            drop_cost = base_cost + m * (c2 + cost_tab[(k2, final)])
+            drop_corr = base_corr + cf_all
+            fire_n = np.cumsum(h_n[:, ::-1], axis=1)[:, ::-1][:, 1:]
+            fire_ck = np.cumsum(h_ck[:, ::-1], axis=1)[:, ::-1][:, 1:]
+            fire_cf = np.cumsum(h_cf[:, ::-1], axis=1)[:, ::-1][:, 1:]
+            keep_cost = (base_cost[:, None] + m[:, None] * (c2 + cost_tab[(k2, k)])
+                         + (m[:, None] - fire_n) * cost_tab[(k, final)])
+            keep_corr = base_corr[:, None] + fire_ck + (cf_all[:, None] - fire_cf)
+            block_cost = np.concatenate([drop_cost[:, None], keep_cost], axis=1)
+            block_corr = np.round(np.concatenate([drop_corr[:, None], keep_corr], axis=1))
+            valid = np.ones((jn, g + 1), bool)
+            valid[:, 0] = allow_drop | (m == 0)
+            valid[m == 0, 1:] = False
+            pid0 = len(prefixes)
+            for j in range(jn):
+                prefixes.append((kept + (k2,), thr + (float(grid[j]),)))
+            ids = np.empty((jn, g + 1, 2), np.int64)
+            ids[:, :, 0] = pid0 + np.arange(jn)[:, None]
+            ids[:, 0, 1] = DROP if allow_drop else 0
+            ids[:, 1:, 1] = np.arange(g)
+            costs.append(block_cost[valid])
+            corrs.append(block_corr[valid])
+            which.append(ids[valid])
+
         def dfs(k: int, rows: np.ndarray, paid: float, prev: int, cost_sum: float,
                 corr_sum: int, kept: tuple[int, ...], thr: tuple[float, ...]) -> None:
             if k == km1 - 1:
                 leaf(rows, paid, prev, cost_sum, corr_sum, kept, thr)
+                return
+            if k == km1 - 2:
+                twig(rows, paid, prev, cost_sum, corr_sum, kept, thr)
                 return
             if allow_drop:
                 dfs(k + 1, rows, paid, prev, cost_sum, corr_sum, kept, thr)
@@ -172,12 +228,10 @@ class Frontier:
         corr = np.concatenate(corrs)
         ids = np.concatenate(which)
         order = np.lexsort((-corr, cost))  # cheapest first; at equal cost the most right
-        best = -1.0
-        keep = []
-        for i in order:
-            if corr[i] > best:
-                keep.append(i)
-                best = corr[i]
+        c = corr[order]
+        # on the frontier: more right than every cheaper plan (the first such, at equal cost)
+        before = np.concatenate([[-1.0], np.maximum.accumulate(c)[:-1]])
+        keep = order[c > before]
         plans = []
         for i in keep:
             kept, thr = prefixes[int(ids[i, 0])]

@@ -71,7 +71,9 @@ def format_bench(res: dict[str, Any]) -> str:
                               f"{f['speedup']:.2f}x", ",".join(f["kept"])])
             else:
                 frows.append([f"{f['budget_pp']:g}", "-", "-", "-", "-", "-",
-                              f["skipped"][:40]])
+                              "none: serve the plain network (below)"])
         lines.append(format_table(["budget pp", "accuracy", "loss pp [95%]", "program ms",
                                    "plain ms", "speedup", "kept"], frows))
+        lines += [f"  budget {f['budget_pp']:g}: {f['skipped']}" for f in res["frontier"]
+                  if "accuracy" not in f]
     return "\n".join(lines)

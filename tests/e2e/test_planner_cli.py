@@ -140,3 +140,10 @@ def test_bench_cli(setup: dict[str, Path]) -> None:
     for f in res["frontier"]:
         if "accuracy" in f:
             assert f["loss_interval_pp"][0] <= f["loss_pp"] <= f["loss_interval_pp"][1]
+    # a budget no plan meets is a row that says so, and its whole reason below the table
+    from eeopt.bench import format_bench
+
+    why = "no early exit pays off within a 0 pp budget on this data: " + "x" * 80
+    res["frontier"].insert(0, {"budget_pp": 0.0, "skipped": why})
+    text = format_bench(res)
+    assert "none: serve the plain network (below)" in text and f"  budget 0: {why}" in text

@@ -101,6 +101,8 @@ def markdown(res: dict) -> str:  # type: ignore[type-arg]
                          f"{f['loss_pp']:.2f} [{lo:.2f}, {hi:.2f}] | "
                          f"{f['program_mean_ms']:.3f} | {f['plain_mean_ms']:.3f} | "
                          f"{f['speedup']:.2f}x | {', '.join(f['kept'])} |")
+        else:
+            lines.append(f"| {f['budget_pp']:g} | - | - | - | - | - | none: {f['skipped']} |")
     lines += ["", "![frontier](demo_fashion_mnist.png)", ""]
     return "\n".join(lines)
 

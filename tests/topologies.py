@@ -14,6 +14,7 @@ __all__ = [
     "MaskedTwoInput",
     "LogitSkip",
     "HeavyChain",
+    "TinyEncoder",
     "TOPOLOGIES",
     "make",
     "example",
@@ -130,6 +131,55 @@ class HeavyChain(nn.Module):
             h = torch.relu(layer(h)) + h
             outs.append(head(h.mean(dim=(2, 3))))
         return tuple(outs)
+
+
+class TinyEncoder(nn.Module):
+    """A small random-weight transformer encoder over token ids with an attention mask (1 =
+    token, 0 = right padding), an exit after every layer: masked mean pooling + linear, the
+    head the MiniLM model uses. Inputs ``(input_ids int64 [B, T], attention_mask int64 [B, T])``;
+    every length T works."""
+
+    def __init__(self, classes: int = 3, vocab: int = 50, width: int = 16, layers: int = 3,
+                 heads: int = 2) -> None:
+        super().__init__()
+        self.heads_n = heads
+        self.embed = nn.Embedding(vocab, width)
+        self.pos = nn.Embedding(128, width)
+        self.qkv = nn.ModuleList(nn.Linear(width, 3 * width) for _ in range(layers))
+        self.proj = nn.ModuleList(nn.Linear(width, width) for _ in range(layers))
+        self.ln1 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.ffn = nn.ModuleList(nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(),
+                                               nn.Linear(2 * width, width))
+                                 for _ in range(layers))
+        self.ln2 = nn.ModuleList(nn.LayerNorm(width) for _ in range(layers))
+        self.exits = nn.ModuleList(nn.Linear(width, classes) for _ in range(layers))
+
+    def forward(self, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        b, t = input_ids.shape
+        h = self.embed(input_ids) + self.pos(torch.arange(t, device=input_ids.device))
+        keep = attention_mask.to(h.dtype)
+        bias = (1.0 - keep)[:, None, None, :] * -1e4  # [B, 1, 1, T]
+        outs = []
+        for qkv, proj, ln1, ffn, ln2, head in zip(self.qkv, self.proj, self.ln1, self.ffn,
+                                                  self.ln2, self.exits, strict=True):
+            q, k, v = qkv(h).reshape(b, t, 3, self.heads_n, -1).permute(2, 0, 3, 1, 4)
+            att = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5 + bias, dim=-1)
+            h = ln1(h + proj((att @ v).transpose(1, 2).reshape(b, t, -1)))
+            h = ln2(h + ffn(h))
+            pooled = (h * keep[:, :, None]).sum(1) / keep.sum(1, keepdim=True).clamp(min=1.0)
+            outs.append(head(pooled))
+        return tuple(outs)
+
+
+def token_batch(rows: int, length: int, seed: int, vocab: int = 50) -> tuple[torch.Tensor,
+                                                                              torch.Tensor]:
+    """Right-padded token ids and their mask: each row 1..length real tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, vocab, (rows, length), generator=g)
+    lens = torch.randint(1, length + 1, (rows,), generator=g)
+    mask = (torch.arange(length)[None, :] < lens[:, None]).long()
+    return ids * mask, mask
 
 
 TOPOLOGIES = {

@@ -99,9 +99,11 @@ def probe_tensors(graph: ModelGraph, names: Sequence[str],
     return specs_from_samples(graph, names, samples)
 
 
-def analyse_model(model: Any, *, example_inputs: Any = None) -> AnalysedModel:
-    """Capture and analyse ``model``: passes, exit heads, cuts and carried-tensor specs."""
-    graph = capture(model, example_inputs=example_inputs)
+def analyse_model(model: Any, *, example_inputs: Any = None,
+                  dynamic_shapes: Any = None) -> AnalysedModel:
+    """Capture and analyse ``model``: passes, exit heads, cuts and carried-tensor specs.
+    ``dynamic_shapes``: a torch module's dynamic axes beyond the batch (``export_torch``)."""
+    graph = capture(model, example_inputs=example_inputs, dynamic_shapes=dynamic_shapes)
     graph = PassManager([NameNodes(), RemoveDeadNodes(), CheckModel("the input model")])(
         graph
     ).graph

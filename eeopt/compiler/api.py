@@ -62,6 +62,7 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     device: str = "cpu",
     gate: str = "auto",
     fp16: bool = False,
+    dynamic_shapes: Any = None,
 ) -> Program:
     """Compile a multi-exit model (ONNX path, ``onnx.ModelProto`` or torch module) into a
     program directory at ``out`` and return the loaded ``Program``.
@@ -81,10 +82,16 @@ def compile(  # noqa: A001 - mirrors the CLI verb
     AOTInductor for ``device`` "cpu" or "cuda"; ``gate`` "auto", "torch" or "op") or
     ``"tensorrt"`` (one engine per stage ONNX; ``fp16``). See ``eeopt.build.aoti`` and
     ``eeopt.build.tensorrt``. Every option is checked first (``CompileSettings``).
+
+    A torch module is exported with ``example_inputs`` and a dynamic batch; ``dynamic_shapes``
+    keeps more axes dynamic, as ``torch.export`` does: ``{"input_ids": {1: "seq"},
+    "attention_mask": {1: "seq"}}`` (or a tuple in argument order) compiles a text model once
+    for every sequence length.
     """
     settings = CompileSettings(
         threshold=threshold, thresholds=thresholds, policy=policy, calib=calib, budget=budget,
         guarantee=guarantee, margin=margin, plan_batch=plan_batch, profile=profile,
         gates=gates, tau=tau, lam=lam, backend=backend, device=device, gate=gate, fp16=fp16,
-        threads=threads, verify=verify, force=force, progress=progress)
+        threads=threads, verify=verify, force=force, progress=progress,
+        dynamic_shapes=dynamic_shapes)
     return compile_with(model, out, settings, example_inputs=example_inputs)

@@ -62,7 +62,8 @@ def compile_onnx(model: Any, out: Path, settings: CompileSettings,
                  example_inputs: Any) -> OrtProgram:
     """The onnxruntime backend: analyse, plan or fix thresholds, emit, verify."""
     configure_threads(settings.threads)
-    analysed = analyse_model(model, example_inputs=example_inputs)
+    analysed = analyse_model(model, example_inputs=example_inputs,
+                             dynamic_shapes=settings.dynamic_shapes)
     source = _source(model, analysed.graph.output_names)
     if settings.learned:
         return compile_learned(analysed, out, settings, source)

@@ -91,6 +91,9 @@ class CompileSettings:
     verify: bool = True
     force: bool = False
     progress: bool = False
+    dynamic_shapes: Any = None
+    """A torch module's axes beyond the batch that stay dynamic (``{axis: name}`` per input,
+    as ``torch.export``; see ``eeopt.frontend.export_torch``)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "backend", _ALIASES.get(self.backend, self.backend))
@@ -123,6 +126,10 @@ class CompileSettings:
 
     # ------------------------------------------------------------------ checks
     def _check_other_backend(self) -> None:
+        if self.backend == "aoti" and self.dynamic_shapes is not None:
+            raise UsageError("backend 'aoti' keeps only the batch dynamic (each stage is one "
+                             "AOTInductor library); for {dynamic_shapes} use backend "
+                             "onnxruntime or tensorrt")
         if self.planning or self.gates is not None:
             raise UsageError(
                 f"the planner ({{calib}}/{{budget}}) and learned gates run on backend "

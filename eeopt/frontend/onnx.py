@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from eeopt.errors import DataError, UnsupportedModelError
+from eeopt.errors import DataError, UnsupportedModelError, UsageError
 from eeopt.frontend.graph import ModelGraph
 from eeopt.frontend.torch_export import export_torch
 from eeopt.program import BATCH, TensorSpec
@@ -54,13 +55,24 @@ def load_onnx(path: str | os.PathLike[str]) -> onnx.ModelProto:
     return model
 
 
+def _is_torch_module(model: Any) -> bool:
+    torch = sys.modules.get("torch")  # a torch module exists only once torch is imported
+    return torch is not None and isinstance(model, torch.nn.Module)
+
+
 def capture(
     model: Any,
     *,
     example_inputs: Any = None,
     input_names: Sequence[str] | None = None,
+    dynamic_shapes: Any = None,
 ) -> ModelGraph:
-    """Turn an ONNX path, an ``onnx.ModelProto`` or a torch module into a ModelGraph."""
+    """Turn an ONNX path, an ``onnx.ModelProto`` or a torch module into a ModelGraph
+    (``dynamic_shapes``: a torch module's dynamic axes beyond the batch; ``export_torch``)."""
+    if dynamic_shapes is not None and not _is_torch_module(model):
+        raise UsageError("{dynamic_shapes} applies to a torch module; an ONNX model declares "
+                         "its dynamic axes itself (symbolic dims, e.g. torch.onnx.export's "
+                         "dynamic_axes)")
     if isinstance(model, (str, os.PathLike)):
         return ModelGraph(load_onnx(model))
     if isinstance(model, onnx.ModelProto):
@@ -77,7 +89,8 @@ def capture(
     except ImportError:
         torch = None  # type: ignore[assignment]
     if torch is not None and isinstance(model, torch.nn.Module):
-        return ModelGraph(export_torch(model, example_inputs, input_names=input_names))
+        return ModelGraph(export_torch(model, example_inputs, input_names=input_names,
+                                       dynamic_shapes=dynamic_shapes))
     raise UnsupportedModelError(
         f"cannot compile a {type(model).__name__}: pass a path to an ONNX file, an "
         "onnx.ModelProto, or a torch.nn.Module"

@@ -15,7 +15,7 @@ import onnx
 
 from eeopt.errors import DataError, UnsupportedModelError, first_line
 
-__all__ = ["example_args", "export_torch", "quiet_torch_export"]
+__all__ = ["dynamic_axes", "example_args", "export_torch", "quiet_torch_export"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,14 +55,70 @@ def example_args(example_inputs: Any, what: str) -> tuple[Any, ...]:
     return tuple(args)
 
 
+def dynamic_axes(dynamic_shapes: Any, input_names: Sequence[str],
+                 ranks: Sequence[int]) -> list[dict[int, Any]]:
+    """``dynamic_shapes`` (see ``export_torch``) as one ``{axis: name or Dim}`` per input, in
+    order, checked: a one-line DataError names the input and the axis at fault."""
+    n = len(input_names)
+    if dynamic_shapes is None:
+        return [{} for _ in range(n)]
+    if isinstance(dynamic_shapes, dict):
+        unknown = [k for k in dynamic_shapes if k not in input_names]
+        if unknown:
+            raise DataError(f"dynamic_shapes names {unknown[0]!r}, which is not an input of the "
+                            f"module's forward (its inputs: {', '.join(input_names)})")
+        entries = [dynamic_shapes.get(name) for name in input_names]
+    elif isinstance(dynamic_shapes, (tuple, list)):
+        if len(dynamic_shapes) != n:
+            raise DataError(f"dynamic_shapes has {len(dynamic_shapes)} entries for {n} inputs: "
+                            "give one per input (None for an input with only a dynamic batch)")
+        entries = list(dynamic_shapes)
+    else:
+        raise DataError("dynamic_shapes must be a tuple with one {axis: name} per input, or a "
+                        "dict of them keyed by input name")
+    out: list[dict[int, Any]] = []
+    for name, rank, entry in zip(input_names, ranks, entries, strict=True):
+        if entry is None:
+            out.append({})
+            continue
+        if not isinstance(entry, dict):
+            raise DataError(f"dynamic_shapes for input {name!r} must be a dict {{axis: name}}, "
+                            f"got {type(entry).__name__}")
+        axes: dict[int, Any] = {}
+        for axis, dim in entry.items():
+            if not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < rank:
+                raise DataError(f"dynamic_shapes for input {name!r}: axis {axis!r} is not an "
+                                f"axis of its {rank}-d example")
+            if axis == 0:
+                continue  # the batch, dynamic anyway
+            if isinstance(dim, str):
+                if not dim.isidentifier():
+                    raise DataError(f"dynamic_shapes for input {name!r}: dimension name "
+                                    f"{dim!r} must be an identifier such as 'seq'")
+            elif dim is None or type(dim).__name__ not in ("Dim", "_Dim", "_DimHint",
+                                                           "_DerivedDim"):
+                raise DataError(f"dynamic_shapes for input {name!r}: axis {axis} needs a name "
+                                f"(str) or a torch.export.Dim, got {dim!r}")
+            axes[axis] = dim
+        out.append(axes)
+    return out
+
+
 def export_torch(
     module: Any,
     example_inputs: Any,
     *,
     input_names: Sequence[str] | None = None,
     opset: int | None = None,
+    dynamic_shapes: Any = None,
 ) -> onnx.ModelProto:
-    """Export a multi-exit ``torch.nn.Module`` to ONNX with a dynamic batch on every input."""
+    """Export a multi-exit ``torch.nn.Module`` to ONNX with a dynamic batch on every input.
+
+    ``dynamic_shapes`` marks more axes dynamic, as ``torch.export`` does: one entry per input
+    (a tuple in argument order, or a dict keyed by the forward's argument names), each a dict
+    ``{axis: name}``; axes that share a name share one dimension (a text model's ``input_ids``
+    and ``attention_mask`` share ``"seq"``). A ``torch.export.Dim`` works in place of a name.
+    Axis 0 is always the batch."""
     import torch
 
     args = example_args(example_inputs, "compiling a torch module")
@@ -93,8 +149,17 @@ def export_torch(
                 f"exit {i} returns shape {list(o.shape)}; every exit must return [batch, classes]"
             )
     output_names = [f"exit{i}" for i in range(len(outs))]
-    bdim = torch.export.Dim("batch")
-    dynamic_shapes = tuple({0: bdim} for _ in args)
+    axes = dynamic_axes(dynamic_shapes, list(input_names), [a.dim() for a in args])
+    dims: dict[str, Any] = {"batch": torch.export.Dim("batch")}
+    shapes = []
+    for per_input in axes:
+        spec: dict[int, Any] = {0: dims["batch"]}
+        for axis, dim in per_input.items():
+            if isinstance(dim, str):
+                dim = dims.setdefault(dim, torch.export.Dim(dim))
+            spec[axis] = dim
+        shapes.append(spec)
+    dynamic_shapes = tuple(shapes)
     try:
         with quiet_torch_export():
             program = torch.onnx.export(

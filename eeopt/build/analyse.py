@@ -11,6 +11,7 @@ analysis of the model cut to any subset of its exits (what a plan that drops exi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from eeopt.analysis import (
     find_exit_heads,
     specs_from_samples,
 )
+from eeopt.build.sequence import find_mask, find_sequence, right_padded
 from eeopt.errors import EEOptError, UnsupportedModelError, first_line
 from eeopt.frontend import (
     ModelGraph,
@@ -42,10 +44,12 @@ from eeopt.passes import (
     RemoveDeadNodes,
     cut_to_outputs,
 )
-from eeopt.program import TensorSpec
+from eeopt.program import SequenceSpec, TensorSpec
 from eeopt.runtime import make_session
 
 __all__ = ["AnalysedModel", "SubModels", "analyse_model", "probe_tensors", "sample_feeds"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ class AnalysedModel:
     num_classes: int
     example: dict[str, np.ndarray] | None
     """The caller's example inputs, if any (else random inputs stand in)."""
+    sequence: SequenceSpec | None = None
+    """The sequence axes the runtime trims (``eeopt.build.sequence``), if any."""
 
     @property
     def num_exits(self) -> int:
@@ -74,10 +80,13 @@ class AnalysedModel:
 def sample_feeds(inputs: Sequence[TensorSpec], example: dict[str, np.ndarray] | None,
                  batch: int, seed: int) -> dict[str, np.ndarray]:
     """Inputs of ``batch`` rows for a model: ``example``'s rows tiled, else random values
-    (seeded) that fit ``inputs``."""
+    (seeded) that fit ``inputs``; a random attention mask is right padding of random
+    lengths (``eeopt.build.sequence``)."""
     if example is not None:
         return tile_inputs(example, batch)
-    return random_inputs(inputs, batch, seed=seed)
+    feeds = random_inputs(inputs, batch, seed=seed)
+    mask = find_mask(inputs)
+    return right_padded(feeds, mask.name, seed) if mask is not None else feeds
 
 
 def probe_tensors(graph: ModelGraph, names: Sequence[str],
@@ -144,7 +153,15 @@ def analyse_model(model: Any, *, example_inputs: Any = None,
     num_classes = int(classes.pop())  # type: ignore[arg-type]
     if num_classes < 2:
         raise UnsupportedModelError("the exits have 1 class; a gate needs at least 2")
-    return AnalysedModel(graph, heads, cuts, inputs, specs, num_classes, example)
+    try:
+        sequence = find_sequence(graph, inputs, sample_feeds(inputs, example, 4, seed=7),
+                                 list(cuts.carried), graph.output_names)
+    except EEOptError:
+        raise
+    except Exception as exc:  # the model runs above; a failure here only costs the trimming
+        logger.info("no sequence trimming: probing padded lengths failed (%s)", first_line(exc))
+        sequence = None
+    return AnalysedModel(graph, heads, cuts, inputs, specs, num_classes, example, sequence)
 
 
 class SubModels:

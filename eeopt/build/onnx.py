@@ -70,6 +70,7 @@ def emit_onnx(
             stages=tuple(stages),
             source=source,
             plan=plan,
+            sequence=model.sequence,
             settings={
                 "policy": policy,
                 "thresholds": list(thresholds),

@@ -29,6 +29,7 @@ __all__ = [
     "TensorSpec",
     "GateSpec",
     "StageSpec",
+    "SequenceSpec",
     "Manifest",
     "sha256_file",
     "load_manifest",
@@ -104,6 +105,18 @@ class StageSpec:
 
 
 @dataclass(frozen=True)
+class SequenceSpec:
+    """A sequence axis the runtime may trim: after the rows that exit leave the batch, every
+    tensor in ``axes`` is cut along its axis to the longest remaining row, as ``mask`` (a
+    graph input ``[batch, seq]`` of 1 = token, 0 = right padding) measures it. Found and
+    checked at compile time (the exits do not change when padding is added)."""
+
+    mask: str
+    axes: dict[str, int]
+    """Graph input or carried tensor -> its sequence axis."""
+
+
+@dataclass(frozen=True)
 class Manifest:
     eeopt_version: str
     backend: str
@@ -116,6 +129,9 @@ class Manifest:
     settings: dict[str, Any] = field(default_factory=dict)
     plan: PlanRecord | None = None
     """What the planner chose, when it chose the exits and thresholds."""
+    sequence: SequenceSpec | None = None
+    """The sequence axis the runtime trims to the longest remaining row, if the model has one
+    (optional: a runtime that does not trim computes the same)."""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -144,6 +160,8 @@ class Manifest:
     def to_json(self) -> str:
         d = asdict(self)
         d["plan"] = None if self.plan is None else self.plan.to_dict()
+        if self.sequence is None:
+            del d["sequence"]
         return json.dumps(d, indent=2, sort_keys=False) + "\n"
 
 
@@ -231,6 +249,36 @@ def _check_dataflow(inputs: tuple[TensorSpec, ...], stages: tuple[StageSpec, ...
         live = set(s.carry_after)
 
 
+def _sequence(d: Any, inputs: tuple[TensorSpec, ...],
+              stages: tuple[StageSpec, ...]) -> SequenceSpec | None:
+    """The optional ``sequence`` field, checked against the tensors it names."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ManifestError("manifest: sequence must be an object or absent; recompile")
+    mask = _req(d, "mask", str, "sequence")
+    axes = _req(d, "axes", dict, "sequence")
+    ranks = {t.name: t for t in inputs}
+    for st in stages:
+        ranks.update({t.name: t for t in st.inputs + st.produces})
+    m = ranks.get(mask)
+    if m is None or m not in inputs or len(m.shape) != 2 or m.batch_axis != 0:
+        raise ManifestError(f"manifest: sequence.mask {mask!r} is not a [batch, seq] input; "
+                            "recompile")
+    for name, axis in axes.items():
+        t = ranks.get(name)
+        if t is None:
+            raise ManifestError(f"manifest: sequence.axes names {name!r}, which is no tensor of "
+                                "the program; recompile")
+        if (not isinstance(axis, int) or isinstance(axis, bool) or not 0 <= axis < len(t.shape)
+                or axis == t.batch_axis):
+            raise ManifestError(f"manifest: sequence.axes gives {name!r} axis {axis!r}, which "
+                                "is not one of its non-batch axes; recompile")
+    if axes.get(mask) != 1:
+        raise ManifestError("manifest: sequence.axes must give the mask axis 1; recompile")
+    return SequenceSpec(mask=mask, axes={str(k): int(v) for k, v in axes.items()})
+
+
 def manifest_from_dict(d: Any) -> Manifest:
     if not isinstance(d, dict):
         raise ManifestError("manifest: the top level must be a JSON object; recompile")
@@ -269,6 +317,7 @@ def manifest_from_dict(d: Any) -> Manifest:
         source=d.get("source") or {},
         settings=d.get("settings") or {},
         plan=None if d.get("plan") is None else PlanRecord.from_dict(d["plan"]),
+        sequence=_sequence(d.get("sequence"), inputs, stages),
     )
 
 

@@ -18,7 +18,8 @@ from eeopt.errors import DataError, ManifestError, UsageError
 from eeopt.kernels.reference import check_run_threshold
 from eeopt.program import Manifest, TensorSpec
 
-__all__ = ["Inputs", "InputChecker", "Program", "Result", "StageCall", "check_inputs"]
+__all__ = ["Inputs", "InputChecker", "Program", "Result", "StageCall", "check_inputs",
+           "check_right_padding", "trim_axis"]
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
 
@@ -109,6 +110,30 @@ def check_inputs(
     return 0 if batch is None else int(batch)
 
 
+def check_right_padding(feeds: Mapping[str, np.ndarray], mask: str) -> None:
+    """A trimming run needs right padding (each row's tokens first): a one-line DataError
+    otherwise, naming a row that breaks it."""
+    m = feeds[mask]
+    if m.ndim == 2 and m.shape[1] > 1:
+        bad = np.flatnonzero(((m[:, 1:] != 0) & (m[:, :-1] == 0)).any(axis=1))
+        if bad.size:
+            raise DataError(
+                f"input {mask!r} row {int(bad[0])} has a token after padding: eeopt trims right "
+                "padding, so pad on the right (tokenizer padding_side='right'), or run without "
+                "trimming (program.trim_padding = False)")
+
+
+def trim_axis(arr: np.ndarray, axis: int, length: int,
+              rows: np.ndarray | None = None) -> np.ndarray:
+    """``arr`` cut to ``length`` along ``axis`` (and to ``rows`` along axis 0), one contiguous
+    copy."""
+    index: list[Any] = [slice(None)] * arr.ndim
+    index[axis] = slice(0, length)
+    if rows is not None:
+        index[0] = rows
+    return np.ascontiguousarray(arr[tuple(index)])
+
+
 class InputChecker:
     """``check_inputs`` with the specs compiled once: a fast path for the per-call check of a
     hot loop, which defers to ``check_inputs`` for the message when something is wrong."""
@@ -196,8 +221,32 @@ class Program(abc.ABC):
                     f"manifest: stages[{s.index}].gate.threshold {s.gate.threshold:g} is out of "  # type: ignore[union-attr]
                     f"range for policy {s.gate.policy}: {rule}; recompile")  # type: ignore[union-attr]
         self._thresholds = np.array(manifest.thresholds, dtype=np.float32)
+        self._trim = self.can_trim_padding
 
     # ------------------------------------------------------------------ properties
+    @property
+    def can_trim_padding(self) -> bool:
+        """Whether this runtime trims the program's sequence axis (``manifest.sequence``)."""
+        return self.manifest.sequence is not None and self.supports_trimming
+
+    #: whether a backend's run loop trims the sequence axis (``manifest.sequence``)
+    supports_trimming = False
+
+    @property
+    def trim_padding(self) -> bool:
+        """Cut right padding to the longest remaining row, at the start and after every
+        compaction (on by default where ``can_trim_padding``; exits and logits are the same
+        either way, which the compile checks). Inputs must then be right-padded."""
+        return self._trim
+
+    @trim_padding.setter
+    def trim_padding(self, on: bool) -> None:
+        if on and not self.can_trim_padding:
+            why = ("the program has no sequence axis to trim" if self.manifest.sequence is None
+                   else f"backend {self.backend!r} does not trim")
+            raise UsageError(f"cannot trim padding: {why}")
+        self._trim = bool(on)
+
     @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
         return self.manifest.inputs
@@ -277,7 +326,10 @@ class Program(abc.ABC):
                     "from input name to array"
                 )
             feeds = {self.input_specs[0].name: x}
-        return feeds, self._check(feeds)
+        n = self._check(feeds)
+        if self._trim:
+            check_right_padding(feeds, self.manifest.sequence.mask)  # type: ignore[union-attr]
+        return feeds, n
 
     def run(self, x: Any, *, thresholds: float | Sequence[float] | None = None) -> Result:
         """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call

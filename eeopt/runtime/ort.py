@@ -19,7 +19,7 @@ import numpy as np
 from eeopt.errors import ManifestError
 from eeopt.kernels.reference import NEVER
 from eeopt.program import Manifest, StageSpec, resolve_in_dir
-from eeopt.runtime.base import Inputs, Program, Result, StageCall
+from eeopt.runtime.base import Inputs, Program, Result, StageCall, trim_axis
 from eeopt.runtime.sessions import configure_threads, fast_run, make_session
 
 __all__ = ["OrtProgram", "load_ort"]
@@ -100,6 +100,7 @@ class OrtProgram(Program):
 
     backend = "onnxruntime"
     supports_stage_calls = True
+    supports_trimming = True
 
     def __init__(self, path: Path, manifest: Manifest, threads: int | None = None) -> None:
         super().__init__(path, manifest)
@@ -141,6 +142,20 @@ class OrtProgram(Program):
         self._float_logits = out0.get(self._stages[0].spec.logits) == "tensor(float)"
         self._plain_runs = tuple(h.run for h in hot)
         self._set_hot(hot)
+        seq = manifest.sequence
+        self._seq_axes: dict[str, int] = dict(seq.axes) if seq is not None else {}
+        self._seq_mask = seq.mask if seq is not None else ""
+
+    def _trim_feeds(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
+                                                                 np.ndarray]:
+        """The inputs cut to their longest row, and each row's length (``trim_padding``)."""
+        mask = feeds[self._seq_mask]
+        lengths = np.count_nonzero(mask, axis=1)
+        longest = max(int(lengths.max()) if lengths.size else 1, 1)
+        if longest < mask.shape[1]:
+            feeds = {name: trim_axis(a, self._seq_axes[name], longest)
+                     if name in self._seq_axes else a for name, a in feeds.items()}
+        return feeds, lengths
 
     def _thresholds_changed(self) -> None:
         self._thr0 = [np.array(t, dtype=np.float32) for t in self._thresholds]
@@ -196,6 +211,9 @@ class OrtProgram(Program):
              thresholds: float | Sequence[float] | None) -> Result:
         thr = self._thr0 if thresholds is None else [
             np.array(t, dtype=np.float32) for t in self.resolve_thresholds(thresholds)]
+        lengths = None
+        if self._trim and n:
+            feeds, lengths = self._trim_feeds(feeds)
         if n == 1:  # before the result buffers: the one-row path returns its exit's arrays
             return self._run_one(feeds, thr, 0)
         logits = np.empty((n, self.num_classes), dtype=np.float32)
@@ -203,6 +221,7 @@ class OrtProgram(Program):
         if n == 0:
             return Result(logits, exits)
         live: dict[str, np.ndarray] = feeds
+        length = int(feeds[self._seq_mask].shape[1]) if lengths is not None else 0
         order: np.ndarray | None = None  # original row of each remaining row; None = identity
         # the hot loop: everything per stage was worked out at load time (see _Hot)
         for k, h in enumerate(self._hot):
@@ -241,6 +260,16 @@ class OrtProgram(Program):
                 break
             keep = np.flatnonzero(~decision)
             order = keep if order is None else order[keep]
+            if lengths is not None:  # trim_padding: cut to the longest row that remains
+                longest = max(int(lengths[order].max()), 1)
+                if longest < length:
+                    length = longest
+                    seq = self._seq_axes
+                    live = {t: _compact(live[t], keep, ax) if t not in seq
+                            else trim_axis(live[t], seq[t], longest, keep) if ax == 0
+                            else trim_axis(_compact(live[t], keep, ax), seq[t], longest)
+                            for t, ax in h.compact}
+                    continue
             live = {t: _compact(live[t], keep, ax) for t, ax in h.compact}
         return Result(logits, exits)
 

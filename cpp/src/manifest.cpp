@@ -154,6 +154,48 @@ void check_dataflow(const Manifest& m) {
   }
 }
 
+/// The optional "sequence" field, checked against the tensors it names (Python's _sequence).
+std::optional<SequenceSpec> parse_sequence(const json& d, const Manifest& m) {
+  const auto it = d.find("sequence");
+  if (it == d.end() || it->is_null()) return std::nullopt;
+  if (!it->is_object()) fail("sequence must be an object or absent; recompile");
+  SequenceSpec seq;
+  seq.mask = req(*it, "mask", Kind::String, "sequence").get<std::string>();
+  const json& axes = req(*it, "axes", Kind::Object, "sequence");
+  std::map<std::string, const TensorSpec*> tensors;
+  for (const auto& t : m.inputs) tensors[t.name] = &t;
+  for (const auto& s : m.stages) {
+    for (const auto& t : s.inputs) tensors[t.name] = &t;
+    for (const auto& t : s.produces) tensors[t.name] = &t;
+  }
+  const TensorSpec* mask = nullptr;
+  for (const auto& t : m.inputs) {
+    if (t.name == seq.mask) mask = &t;
+  }
+  if (!mask || mask->shape.size() != 2 || mask->batch_axis != 0) {
+    fail("sequence.mask " + repr(seq.mask) + " is not a [batch, seq] input; recompile");
+  }
+  for (const auto& [name, axis] : axes.items()) {
+    const auto t = tensors.find(name);
+    if (t == tensors.end()) {
+      fail("sequence.axes names " + repr(name) + ", which is no tensor of the program; "
+           "recompile");
+    }
+    const int rank = static_cast<int>(t->second->shape.size());
+    if (!axis.is_number_integer() || axis.get<int64_t>() < 0 || axis.get<int64_t>() >= rank ||
+        t->second->batch_axis == axis.get<int>()) {
+      fail("sequence.axes gives " + repr(name) + " axis " + py_repr(axis) +
+           ", which is not one of its non-batch axes; recompile");
+    }
+    seq.axes[name] = axis.get<int>();
+  }
+  const auto mask_axis = seq.axes.find(seq.mask);
+  if (mask_axis == seq.axes.end() || mask_axis->second != 1) {
+    fail("sequence.axes must give the mask axis 1; recompile");
+  }
+  return seq;
+}
+
 }  // namespace
 
 std::string display(const fs::path& dir) {
@@ -200,6 +242,7 @@ Manifest parse_manifest(const std::string& text, const fs::path& source) {
   m.inputs = parse_tensors(req(d, "inputs", Kind::Array, "manifest"), "inputs");
   m.num_classes = req(d, "num_classes", Kind::Int, "manifest").get<int64_t>();
   check_dataflow(m);
+  m.sequence = parse_sequence(d, m);
   return m;
 }
 

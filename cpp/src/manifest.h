@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,6 +34,14 @@ struct StageSpec {
   std::optional<GateSpec> gate;
 };
 
+/// The sequence axis a runtime may trim (Python's SequenceSpec): after each compaction every
+/// tensor in ``axes`` is cut along its axis to the longest remaining row, as ``mask`` (a
+/// [batch, seq] input of 1 = token, 0 = right padding) measures it.
+struct SequenceSpec {
+  std::string mask;
+  std::map<std::string, int> axes;
+};
+
 struct Manifest {
   int schema_version = kSchemaVersion;
   std::string eeopt_version;
@@ -42,6 +51,7 @@ struct Manifest {
   std::vector<TensorSpec> inputs;
   int64_t num_classes = 0;
   std::vector<StageSpec> stages;
+  std::optional<SequenceSpec> sequence;
 };
 
 /// ``dir`` as Python's str(Path(dir)) prints it (no trailing slash).

@@ -66,14 +66,53 @@ struct Program::Impl {
   std::vector<std::string> exit_names;  // each stage's exit_output
   std::vector<int> input_slots;   // the program's inputs, in manifest order
   int num_slots = 0;
+  // padding re-trim (manifest "sequence"): each slot's sequence axis, and the mask input
+  bool trim = false;
+  std::vector<std::optional<int>> seq_axis;
+  std::string mask;
 };
+
+namespace {
+
+/// Each row's token count, after checking the mask is right padding (Python's
+/// check_right_padding, same message).
+std::vector<int64_t> row_lengths(const TensorView& mask, const std::string& name) {
+  const int64_t n = mask.shape.at(0), t = mask.shape.at(1);
+  const std::size_t size = dtype_size(mask.dtype);
+  const auto* bytes = static_cast<const unsigned char*>(mask.data);
+  std::vector<int64_t> lengths(static_cast<std::size_t>(n), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    bool padding = false;
+    for (int64_t j = 0; j < t; ++j) {
+      const unsigned char* e = bytes + static_cast<std::size_t>(i * t + j) * size;
+      const bool token = std::any_of(e, e + size, [](unsigned char b) { return b != 0; });
+      if (token && padding) {
+        throw DataError("input " + detail::repr(name) + " row " + std::to_string(i) +
+                        " has a token after padding: eeopt trims right padding, so pad on the "
+                        "right (tokenizer padding_side='right'), or run without trimming "
+                        "(trim_padding off)");
+      }
+      padding = padding || !token;
+      lengths[static_cast<std::size_t>(i)] += token ? 1 : 0;
+    }
+  }
+  return lengths;
+}
+
+std::vector<int64_t> first(int64_t count) {
+  std::vector<int64_t> v(static_cast<std::size_t>(count));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+}  // namespace
 
 Program::Program(std::unique_ptr<const Impl> impl) : impl_(std::move(impl)) {}
 Program::Program(Program&&) noexcept = default;
 Program& Program::operator=(Program&&) noexcept = default;
 Program::~Program() = default;
 
-Program Program::load(const fs::path& dir, std::optional<int> threads) {
+Program Program::load(const fs::path& dir, std::optional<int> threads, bool trim_padding) {
   auto p = std::make_unique<Impl>();
   p->path = dir;
   p->manifest = detail::read_manifest(dir);
@@ -141,6 +180,15 @@ Program Program::load(const fs::path& dir, std::optional<int> threads) {
     for (const auto& n : st.output_names) st.output_ptrs.push_back(n.c_str());
   }
   p->num_slots = static_cast<int>(slots.size());
+  p->seq_axis.assign(static_cast<std::size_t>(p->num_slots), std::nullopt);
+  if (m.sequence && trim_padding) {
+    p->trim = true;
+    p->mask = m.sequence->mask;
+    for (const auto& [name, axis] : m.sequence->axes) {
+      const auto slot = slots.find(name);
+      if (slot != slots.end()) p->seq_axis[static_cast<std::size_t>(slot->second)] = axis;
+    }
+  }
   return Program(std::move(p));
 }
 
@@ -166,6 +214,25 @@ Result Program::run(const Inputs& inputs, const std::optional<std::vector<float>
   }
   std::vector<int64_t> order(static_cast<std::size_t>(n));  // original row of each remaining row
   std::iota(order.begin(), order.end(), 0);
+  std::vector<int64_t> lengths;  // padding re-trim: each original row's tokens
+  int64_t length = 0;            // the sequence length the live tensors have
+  if (p.trim) {
+    const TensorView& mask = inputs.at(p.mask);
+    lengths = row_lengths(mask, p.mask);
+    length = mask.shape[1];
+    const int64_t longest = std::max<int64_t>(
+        1, *std::max_element(lengths.begin(), lengths.end()));
+    if (longest < length) {  // every row is shorter than the padding: cut before stage 0
+      for (std::size_t i = 0; i < p.manifest.inputs.size(); ++i) {
+        const int slot = p.input_slots[i];
+        if (const auto axis = p.seq_axis[static_cast<std::size_t>(slot)]) {
+          live[slot] = detail::compact(live[slot], *axis, first(longest), length,
+                                       "input " + detail::repr(p.manifest.inputs[i].name));
+        }
+      }
+      length = longest;
+    }
+  }
   const std::size_t row_bytes = static_cast<std::size_t>(classes) * sizeof(float);
   auto take_row = [&](const float* logits, int64_t i, int64_t k) {
     std::memcpy(&res.logits[static_cast<std::size_t>(order[i] * classes)], logits + i * classes,
@@ -197,6 +264,7 @@ Result Program::run(const Inputs& inputs, const std::optional<std::vector<float>
       stats->session_seconds.push_back(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       stats->rows.push_back(m);
+      stats->lengths.push_back(length);
     }
     for (std::size_t i = 0; i < st.input_slots.size(); ++i) {
       live[st.input_slots[i]] = std::move(feeds[i]);
@@ -242,6 +310,19 @@ Result Program::run(const Inputs& inputs, const std::optional<std::vector<float>
     if (compacting) {
       for (std::size_t j = 0; j < keep.size(); ++j) keep[j] = order[keep[j]];
       order = std::move(keep);
+      if (p.trim) {  // cut to the longest row that remains
+        int64_t longest = 1;
+        for (int64_t row : order) longest = std::max(longest, lengths[static_cast<std::size_t>(row)]);
+        if (longest < length) {
+          const std::vector<int64_t> head = first(longest);
+          for (const Carry& c : st.carry) {
+            if (const auto axis = p.seq_axis[static_cast<std::size_t>(c.slot)]) {
+              next[c.slot] = detail::compact(next[c.slot], *axis, head, length, c.label);
+            }
+          }
+          length = longest;
+        }
+      }
     }
     live = std::move(next);
   }
@@ -266,6 +347,7 @@ int Program::num_exits() const { return static_cast<int>(impl_->stages.size()); 
 int64_t Program::num_classes() const { return impl_->manifest.num_classes; }
 const std::vector<float>& Program::thresholds() const { return impl_->thresholds; }
 const std::vector<std::string>& Program::exit_names() const { return impl_->exit_names; }
+bool Program::trims_padding() const { return impl_->trim; }
 
 int64_t Result::prediction(int64_t row) const {
   const float* r = logits.data() + row * num_classes;

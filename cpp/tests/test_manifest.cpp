@@ -123,6 +123,28 @@ TEST_F(ManifestTest, AcceptsASymlinkThatStaysInside) {
   EXPECT_NE(load_error().find("was compiled for backend 'test'"), std::string::npos);
 }
 
+TEST_F(ManifestTest, ChecksTheSequenceItMayTrim) {
+  manifest_["inputs"].push_back({{"name", "mask"}, {"dtype", "int64"}, {"shape", {"N", "seq"}},
+                                 {"batch_axis", 0}});
+  manifest_["sequence"] = {{"mask", "mask"}, {"axes", {{"mask", 1}}}};
+  EXPECT_NE(load_error().find("was compiled for backend 'test'"), std::string::npos);
+  manifest_["sequence"]["axes"]["nowhere"] = 1;
+  EXPECT_EQ(load_error(), "manifest: sequence.axes names 'nowhere', which is no tensor of the "
+                          "program; recompile");
+  manifest_["sequence"]["axes"].erase("nowhere");
+  manifest_["sequence"]["axes"]["x"] = 0;  // x's batch axis
+  EXPECT_EQ(load_error(), "manifest: sequence.axes gives 'x' axis 0, which is not one of its "
+                          "non-batch axes; recompile");
+  manifest_["sequence"]["axes"].erase("x");
+  manifest_["sequence"]["mask"] = "x";
+  manifest_["inputs"][0]["shape"] = {"N", 4, 2};
+  EXPECT_EQ(load_error(), "manifest: sequence.mask 'x' is not a [batch, seq] input; recompile");
+  manifest_["sequence"] = {{"mask", "mask"}, {"axes", json::object()}};
+  EXPECT_EQ(load_error(), "manifest: sequence.axes must give the mask axis 1; recompile");
+  manifest_["sequence"] = 3;
+  EXPECT_EQ(load_error(), "manifest: sequence must be an object or absent; recompile");
+}
+
 TEST_F(ManifestTest, NamesTheBrokenField) {
   manifest_["stages"][0].erase("sha256");
   EXPECT_EQ(load_error(), "manifest: stages[0] is missing the field 'sha256'; recompile");

@@ -33,11 +33,13 @@ constexpr const char* kUsage =
     "usage: eeopt_run PROGRAM --input NAME=FILE.npy [--input NAME=FILE.npy ...]\n"
     "                 --logits OUT.npy --exits OUT.npy [--threads N] [--thresholds T0,T1,...]\n"
     "       eeopt_run PROGRAM --input NAME=FILE.npy [...] --bench RUNS [--batch B] [--warmup W]\n"
+    "       (either form: [--no-trim])\n"
     "\n"
     "Runs a compiled early-exit program with per-sample exits. Writes OUT logits [N, C] float32\n"
     "and exits [N] int64 (0-based; the final classifier is the last exit) as .npy files.\n"
     "--thresholds overrides the compiled ones, one per gated exit (above 1 disables an exit).\n"
     "--threads sizes ONNX Runtime's intra-op pool (default 0: one per physical core).\n"
+    "--no-trim keeps right padding (a text program otherwise cuts it to the longest row).\n"
     "--bench times RUNS calls on consecutive chunks of B rows (default: all rows) after W\n"
     "warm-up calls (default 20) and prints per-call timings as JSON instead of writing files.\n";
 
@@ -48,6 +50,7 @@ struct Args {
   std::optional<int> threads;
   std::optional<std::vector<float>> thresholds;
   int bench = 0, batch = 0, warmup = 20;
+  bool trim = true;
 };
 
 long parse_int(const std::string& flag, const std::string& text, long min) {
@@ -110,6 +113,8 @@ Args parse_args(int argc, char** argv) {
       a.threads = static_cast<int>(parse_int(arg, value(i), 0));
     } else if (arg == "--thresholds") {
       a.thresholds = parse_thresholds(value(i));
+    } else if (arg == "--no-trim") {
+      a.trim = false;
     } else if (arg == "--bench") {
       a.bench = static_cast<int>(parse_int(arg, value(i), 1));
     } else if (arg == "--batch") {
@@ -182,7 +187,7 @@ eeopt::Inputs views(const std::map<std::string, eeopt::Tensor>& data) {
 }
 
 int run(const Args& a) {
-  const auto program = eeopt::Program::load(a.program, a.threads);
+  const auto program = eeopt::Program::load(a.program, a.threads, a.trim);
   const auto data = read_inputs(a);
   const eeopt::Result res = program.run(views(data), a.thresholds);
   write_all({{a.logits, eeopt::TensorView::of(res.logits.data(), {res.rows, res.num_classes})},
@@ -209,7 +214,7 @@ std::vector<std::map<std::string, eeopt::Tensor>> chunks(
 }
 
 int bench(const Args& a) {
-  const auto program = eeopt::Program::load(a.program, a.threads);
+  const auto program = eeopt::Program::load(a.program, a.threads, a.trim);
   const auto data = read_inputs(a);
   const int64_t rows = program.run(views(data), a.thresholds).rows;  // validates the inputs
   const int64_t batch = a.batch ? a.batch : rows;
@@ -222,7 +227,7 @@ int bench(const Args& a) {
   for (const auto& c : parts) feeds.push_back(views(c));
   for (int i = 0; i < a.warmup; ++i) program.run(feeds[i % feeds.size()], a.thresholds);
   nlohmann::json total = nlohmann::json::array(), session = nlohmann::json::array(),
-                 stages = nlohmann::json::array();
+                 stages = nlohmann::json::array(), lengths = nlohmann::json::array();
   std::vector<int64_t> exit_counts(static_cast<std::size_t>(program.num_exits()), 0);
   eeopt::RunStats stats;
   for (int r = 0; r < a.bench; ++r) {
@@ -235,13 +240,14 @@ int bench(const Args& a) {
     total.push_back(us);
     session.push_back(in_session);
     stages.push_back(stats.session_seconds.size());
+    lengths.push_back(stats.lengths);
     for (int64_t e : res.exits) ++exit_counts[static_cast<std::size_t>(e)];
   }
   nlohmann::json out = {
       {"program", a.program}, {"threads", a.threads.value_or(0)}, {"batch", batch},
       {"runs", a.bench},      {"warmup", a.warmup},               {"chunks", feeds.size()},
       {"num_exits", program.num_exits()}, {"exit_counts", exit_counts}, {"total_us", total},
-      {"session_us", session}, {"stages_run", stages}};
+      {"session_us", session}, {"stages_run", stages}, {"stage_lengths", lengths}};
   std::cout << out.dump() << "\n";
   return 0;
 }

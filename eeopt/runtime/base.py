@@ -120,7 +120,7 @@ def check_right_padding(feeds: Mapping[str, np.ndarray], mask: str) -> None:
             raise DataError(
                 f"input {mask!r} row {int(bad[0])} has a token after padding: eeopt trims right "
                 "padding, so pad on the right (tokenizer padding_side='right'), or run without "
-                "trimming (program.trim_padding = False)")
+                "trimming (trim_padding off)")
 
 
 def trim_axis(arr: np.ndarray, axis: int, length: int,

@@ -265,3 +265,43 @@ def test_usage_errors_exit_2_with_one_line(compiled, tmp_path: Path) -> None:
         work = tmp_path / extra[0].strip("-")
         assert_fails_cleanly(run_cpp(program, feeds, work, extra=extra), work,
                              f"{message} (see eeopt_run --help)", code=2)
+
+
+def test_trims_padding_as_python_does(tmp_path: Path) -> None:
+    """A text program: the C++ runtime cuts right padding to the longest remaining row at
+    every stage, as the Python runtime does, with the same exits and logits; --no-trim keeps
+    it; left padding gets Python's message."""
+    import torch
+
+    seq = {"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}}
+    torch.manual_seed(0)
+    program = tmp_path / "text"
+    prog = eeopt.compile(T.TinyEncoder().eval(), program, threshold=0.5, dynamic_shapes=seq,
+                         example_inputs=T.token_batch(4, 37, seed=1))
+    assert prog.manifest.sequence is not None
+    ids, mask = T.token_batch(BATCH, 48, seed=3)
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    lengths = feeds["attention_mask"].sum(axis=1)
+    conf = [gate_features(p)[:, 0] for p in prog.run_all(feeds)[:-1]]
+    cut = False
+    for trial, q in enumerate((0.3, 0.6, 0.9)):
+        thr = np.array([np.quantile(c, q) for c in conf], dtype=np.float32)
+        exits = assert_same(program, feeds, tmp_path / f"t{trial}", thr)
+        for name, arr in feeds.items():
+            np.save(tmp_path / f"{name}.npy", arr)
+        cmd = [str(EEOPT_RUN), str(program), "--threads", "1", "--bench", "1", "--warmup", "0",
+               "--thresholds", ",".join(repr(float(t)) for t in thr)]
+        for name in feeds:
+            cmd += ["--input", f"{name}={tmp_path / f'{name}.npy'}"]
+        out = json.loads(subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                                        check=True).stdout)
+        want = [int(lengths[exits >= k].max()) for k in range(out["stages_run"][0])]
+        assert out["stage_lengths"][0] == want
+        cut |= min(want) < feeds["attention_mask"].shape[1]
+        untrimmed = json.loads(subprocess.run(cmd + ["--no-trim"], capture_output=True,
+                                              text=True, timeout=120, check=True).stdout)
+        assert untrimmed["stage_lengths"][0] == [0] * untrimmed["stages_run"][0]
+    assert cut, "no threshold left only short rows: nothing was trimmed"
+    left = {k: np.ascontiguousarray(v[:, ::-1]) for k, v in feeds.items()}
+    work = tmp_path / "left"
+    assert_fails_cleanly(run_cpp(program, left, work), work, _python_error(program, left))

@@ -45,6 +45,7 @@ struct Result {
 struct RunStats {
   std::vector<double> session_seconds;  ///< time inside each stage's Ort::Session::Run
   std::vector<int64_t> rows;            ///< rows fed to each stage
+  std::vector<int64_t> lengths;         ///< the sequence length each stage saw (0: no trimming)
 };
 
 /// Input name -> tensor. Views borrow the caller's memory for the duration of run().
@@ -56,8 +57,12 @@ class Program {
   /// sha256 of every stage file, no path leaving the directory (symlinks included). Throws
   /// ManifestError naming the mismatch. ``threads`` sizes the process-wide ONNX Runtime pool
   /// (0: one thread per physical core); it is created once, by the first load (see
-  /// global_threads()), and std::nullopt keeps whatever pool exists.
-  static Program load(const std::filesystem::path& dir, std::optional<int> threads = {});
+  /// global_threads()), and std::nullopt keeps whatever pool exists. ``trim_padding``: for a
+  /// program with a sequence axis (manifest "sequence"), cut right padding to the longest
+  /// remaining row at the start and after every compaction (the same exits and logits; inputs
+  /// must then be right-padded, or run() throws DataError).
+  static Program load(const std::filesystem::path& dir, std::optional<int> threads = {},
+                      bool trim_padding = true);
 
   /// Runs with per-sample exits. ``thresholds`` overrides the compiled ones for this call, one
   /// per gated exit (a value above 1 disables that exit). Validates the inputs (names, dtype,
@@ -81,6 +86,8 @@ class Program {
   /// left at the model output exit_names()[k] (k no longer numbers the model's own exits after
   /// the planner dropped some).
   const std::vector<std::string>& exit_names() const;
+  /// Whether runs cut right padding (a program with a sequence axis, loaded to trim).
+  bool trims_padding() const;
 
   Program(Program&&) noexcept;
   Program& operator=(Program&&) noexcept;

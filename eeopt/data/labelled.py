@@ -34,10 +34,17 @@ def load_labelled(spec: str, inputs: Sequence[TensorSpec]) -> tuple[dict[str, np
         feeds = {s.name: arrays[s.name] for s in inputs}
     else:
         x, labels = load_dataset(spec)
-        if len(inputs) != 1:
+        if isinstance(x, dict):  # several inputs, by name
+            names = [s.name for s in inputs]
+            if sorted(x) != sorted(names):
+                raise DataError(f"built-in data set {spec!r} gives inputs {', '.join(x)}; the "
+                                f"model's are {', '.join(names)}: name them so, or pass an .npz")
+            feeds = {k: np.ascontiguousarray(x[k]) for k in names}
+        elif len(inputs) != 1:
             raise DataError(f"built-in data set {spec!r} has one input; the model has "
                             f"{len(inputs)}: pass an .npz instead")
-        feeds = {inputs[0].name: np.ascontiguousarray(x)}
+        else:
+            feeds = {inputs[0].name: np.ascontiguousarray(x)}
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise DataError("calibration labels 'y' must be a 1-D integer array")

@@ -24,12 +24,15 @@ from eeopt.errors import BackendUnavailableError, DataError, UsageError
 from eeopt.models.demo_cnn import NUM_CLASSES, DemoCNN
 from eeopt.train._attach import attach_exits
 
-__all__ = ["ARCHS", "FashionEfficientNetLite0", "build_model", "efficientnet_lite0_weights"]
+__all__ = ["ARCHS", "TEXT_ARCHS", "FashionEfficientNetLite0", "build_model",
+           "efficientnet_lite0_weights"]
 
 logger = logging.getLogger(__name__)
 
 #: architecture names ``build_model`` accepts
-ARCHS = ("demo-cnn", "efficientnet-lite0")
+ARCHS = ("demo-cnn", "efficientnet-lite0", "minilm-l6")
+#: the architectures of text (``tweets``); the others take Fashion-MNIST images
+TEXT_ARCHS = ("minilm-l6",)
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,7 +101,9 @@ def build_model(arch: str, *, num_classes: int = 10, image_size: int = 64,
                 pretrained: bool = True, num_exits: int = 3) -> nn.Module:
     """A multi-exit model for 28x28 grey images: ``"demo-cnn"`` (from scratch) or
     ``"efficientnet-lite0"`` (ImageNet weights unless ``pretrained=False``, exits attached
-    with ``attach_exits(points="auto", head="conv-pool-linear")``)."""
+    with ``attach_exits(points="auto", head="conv-pool-linear")``); or for tweets,
+    ``"minilm-l6"``: the pretrained MiniLM-L6 with an exit per layer, only its heads, biases
+    and LayerNorms trainable, wrapped in ``TextBatch`` (one ``[B, 2, T]`` input tensor)."""
     if arch == "demo-cnn":
         if num_classes != NUM_CLASSES:
             raise UsageError(f"demo-cnn predicts {NUM_CLASSES} classes, not {num_classes}")
@@ -110,4 +115,11 @@ def build_model(arch: str, *, num_classes: int = 10, image_size: int = 64,
             _efficientnet_lite0(num_classes, image_size, pretrained), image_size)
         return attach_exits(backbone, "auto", head="conv-pool-linear", num_classes=num_classes,
                             num_exits=num_exits, example_inputs=torch.rand(2, 1, 28, 28))
+    if arch == "minilm-l6":  # pretrained MiniLM-L6, an exit per layer, BitFit (see models.minilm)
+        from eeopt.data.tweets import CLASSES
+        from eeopt.models.minilm import TextBatch, minilm_exits
+
+        model = minilm_exits(num_classes=len(CLASSES))
+        model.freeze_to_trainable()
+        return TextBatch(model)
     raise UsageError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")

@@ -75,6 +75,8 @@ def load_split(data: str | ArrayPair, split: str, limit: int | None = None, seed
             x_np, y_np = data
         except (TypeError, ValueError):
             raise DataError("data must be a data set name or an (inputs, labels) pair") from None
+    if isinstance(x_np, dict):  # several inputs (text: ids, mask): one [N, inputs, ...] tensor
+        x_np = np.stack([np.asarray(a) for a in x_np.values()], axis=1)
     x = torch.as_tensor(np.array(x_np, copy=True))
     y = torch.as_tensor(np.array(y_np, copy=True)).long()
     if x.shape[0] != y.shape[0]:
@@ -129,6 +131,7 @@ def exit_dependencies(model: nn.Module, example: torch.Tensor) -> list[set[int]]
     """Per exit, the indices (into ``model.parameters()``) of the parameters its output
     depends on, found by autograd on a small batch."""
     params = list(model.parameters())
+    live = [i for i, p in enumerate(params) if p.requires_grad]  # frozen ones have no grad
     was = model.training
     model.eval()
     try:
@@ -136,9 +139,9 @@ def exit_dependencies(model: nn.Module, example: torch.Tensor) -> list[set[int]]
             outs = _outputs(model, example)
             deps = []
             for z in outs:
-                grads = torch.autograd.grad(z.sum(), params, allow_unused=True,
-                                            retain_graph=True)
-                deps.append({i for i, g in enumerate(grads) if g is not None})
+                grads = torch.autograd.grad(z.sum(), [params[i] for i in live],
+                                            allow_unused=True, retain_graph=True)
+                deps.append({live[j] for j, g in enumerate(grads) if g is not None})
     finally:
         model.train(was)
     return deps

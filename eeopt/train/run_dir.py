@@ -29,8 +29,15 @@ def write_run(out: str | os.PathLike[str], model: torch.nn.Module, example: Any,
               extra_files: Callable[[Path], None] | None = None) -> Path:
     """Write ``model`` (exported to ONNX at ``example``'s shape) and ``report`` to ``out``.
     ``metrics.json`` is ``report`` with the wall time since ``started``, the time it finished
-    and the torch version added before its ``metrics``."""
-    proto = export_torch(model.eval(), example)
+    and the torch version added before its ``metrics``. A model with ``export_spec(example)``
+    (e.g. ``eeopt.models.minilm.TextBatch``) says what to export: a module, its example
+    inputs and their dynamic axes."""
+    spec = getattr(model, "export_spec", None)
+    if callable(spec):
+        module, args, dynamic = spec(example)
+        proto = export_torch(module.eval(), args, dynamic_shapes=dynamic)
+    else:
+        proto = export_torch(model.eval(), example)
 
     def fill(tmp: Path) -> None:
         state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from eeopt.cli.common import in_flags, load_arrays, positive_int, threshold_list
 from eeopt.errors import DataError, UsageError
@@ -31,6 +30,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--output", required=True, metavar="OUT.npz", help="where to write results")
     r.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="rows per call (default: all rows at once)")
+    r.add_argument("--no-buckets", action="store_true",
+                   help="text programs: keep the rows' order in batches (by default rows of "
+                   "similar length share a batch, so each is cut to its own longest row; the "
+                   "output is in the input's order either way)")
     r.add_argument("--thresholds", type=threshold_list, default=None, metavar="T0,T1,...",
                    help="override the compiled thresholds for this run")
     r.add_argument("--threads", type=int, default=None,
@@ -70,15 +73,9 @@ def run(args: argparse.Namespace) -> int:
                         "array per input name")
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     bs = args.batch_size or max(n, 1)
-    logits, exits = [], []
-    for start in tqdm(range(0, max(n, 1), bs), desc="eeopt run", unit="batch",
-                      disable=None if n > bs else True):
-        chunk = {k: v[start : start + bs] for k, v in feeds.items()}
-        res = program.run(chunk, thresholds=args.thresholds)
-        logits.append(res.logits)
-        exits.append(res.exit)
-    all_logits = np.concatenate(logits) if logits else np.zeros((0, program.num_classes))
-    all_exits = np.concatenate(exits) if exits else np.zeros((0,), np.int64)
+    res = program.run_in_batches(feeds, bs, thresholds=args.thresholds, progress=n > bs,
+                                 buckets=False if args.no_buckets or bs >= n else None)
+    all_logits, all_exits = res.logits, res.exit
     save_results(args.output, logits=all_logits.astype(np.float32), exit=all_exits)
     counts = np.bincount(all_exits, minlength=program.num_exits)
     frac = ", ".join(f"exit {k} ({name}): {c / max(n, 1):.1%}"

@@ -337,6 +337,39 @@ class Program(abc.ABC):
         feeds, n = self._feeds(x)
         return self._run(feeds, n, thresholds)
 
+    def run_in_batches(self, x: Any, batch_size: int, *, buckets: bool | None = None,
+                       thresholds: float | Sequence[float] | None = None,
+                       progress: bool = False) -> Result:
+        """``run`` over ``batch_size`` rows at a time; every row comes back in its original
+        order. ``buckets`` (default: whether the program trims padding): group rows of
+        similar length into the same batch (stable sort by length), so that trimming cuts each
+        batch to its own longest row instead of the longest of the whole input."""
+        feeds, n = self._feeds(x)
+        if batch_size < 1:
+            raise UsageError(f"{{batch_size}} must be >= 1, got {batch_size}")
+        if buckets is None:
+            buckets = self.trim_padding
+        if buckets and self.manifest.sequence is None:
+            raise UsageError("length buckets need a program with a sequence axis (text)")
+        order = (np.argsort(np.count_nonzero(feeds[self.manifest.sequence.mask], axis=1),  # type: ignore[union-attr]
+                            kind="stable") if buckets else np.arange(n))
+        logits = np.empty((n, self.num_classes), dtype=np.float32)
+        exits = np.empty((n,), dtype=np.int64)
+        axes = self.manifest.batch_axes()
+        starts = range(0, n, batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="eeopt run", unit="batch", disable=None)  # type: ignore[assignment]
+        for start in starts:
+            rows = order[start:start + batch_size]
+            chunk = {k: v if axes.get(k, 0) is None else np.take(v, rows, axis=axes.get(k, 0))
+                     for k, v in feeds.items()}
+            res = self.run(chunk, thresholds=thresholds)
+            logits[rows] = res.logits
+            exits[rows] = res.exit
+        return Result(logits, exits)
+
     @abc.abstractmethod
     def _run(self, feeds: dict[str, Any], n: int,
              thresholds: float | Sequence[float] | None) -> Result:

@@ -143,3 +143,28 @@ def test_a_tampered_sequence_is_refused_at_load(program: Any, tmp_path: Path) ->
     (d / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(ManifestError, match="not one of its non-batch axes"):
         eeopt.load(d)
+
+
+@pytest.mark.parametrize("buckets", [True, False])
+def test_batches_of_similar_length_return_every_row_in_order(program: Any,
+                                                            buckets: bool) -> None:
+    feeds = _feeds(50, 64, seed=11)
+    want = program.run(feeds, thresholds=[0.4, 0.45])
+    got = program.run_in_batches(feeds, 8, buckets=buckets, thresholds=[0.4, 0.45])
+    np.testing.assert_array_equal(got.exit, want.exit)
+    np.testing.assert_allclose(got.logits, want.logits, rtol=0, atol=1e-5)
+
+
+def test_eeopt_run_buckets_text_rows(program: Any, tmp_path: Path) -> None:
+    from eeopt.cli import main
+
+    feeds = _feeds(40, 64, seed=12)
+    np.savez(tmp_path / "x.npz", **feeds)
+    want = program.run(feeds)
+    for extra in ([], ["--no-buckets"]):
+        out = tmp_path / f"out{len(extra)}.npz"
+        assert main(["run", str(program.path), "--input", str(tmp_path / "x.npz"), "--output",
+                     str(out), "--batch-size", "6", *extra]) == 0
+        with np.load(out) as z:
+            np.testing.assert_array_equal(z["exit"], want.exit)
+            np.testing.assert_allclose(z["logits"], want.logits, rtol=0, atol=1e-5)

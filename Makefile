@@ -1,10 +1,11 @@
 PY ?= python3
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install cpp demo test lint layers gpu-check
+.PHONY: help install cpp demo demo-text test lint layers gpu-check
 
 help:
 	@echo "make demo     install, then compile the Fashion-MNIST demo and benchmark it"
+	@echo "make demo-text  install, then MiniLM with early exits on tweets vs DeeBERT/PABEE"
 	@echo "make test     install, build the C++ runtime, check the layers, then run the test suite"
 	@echo "make cpp      build the C++ runtime (build/cpp) and run its unit tests"
 	@echo "make lint     ruff + mypy + the layer contracts (lint-imports)"
@@ -15,6 +16,9 @@ install:
 
 demo: install
 	$(PY) -m eeopt.demo --out build/demo
+
+demo-text: install
+	$(PY) benchmarks/text_tweets.py --quick --out build/demo-text
 
 cpp:
 	bash scripts/install_cpp.sh

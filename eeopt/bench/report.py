@@ -26,6 +26,9 @@ def format_bench(res: dict[str, Any]) -> str:
     acc = res["accuracy"]
     lines.append(f"{res['program']} on {res['data']} ({res['rows']} rows, "
                  f"{res['threads']} thread(s))")
+    if res.get("text"):
+        lines.append("text: batches of rows of similar length; the plain network runs each "
+                     "batch cut to its longest row, the program re-trims after every exit")
     lo, hi = res.get("loss_interval_pp") or (res["loss_pp"], res["loss_pp"])
     rows = [["accuracy", f"{acc['plain']:.2%}", f"{acc['program']:.2%}",
              f"{-res['loss_pp']:+.2f} pp"],

@@ -126,7 +126,13 @@ def run_bench(
     plain_run = fast_run(plain)  # called as the program calls its stages
     plain_fetch = [plain_out]
 
+    seq = program.manifest.sequence if program.trim_padding else None
+
     def run_plain(f: Mapping[str, np.ndarray]) -> object:
+        if seq is not None:  # text: the plain network on the batch cut to its longest row,
+            longest = max(int(np.count_nonzero(f[seq.mask], axis=1).max()), 1)  # as anyone
+            f = {k: np.ascontiguousarray(np.take(v, range(longest), axis=seq.axes[k]))  # would
+                 if k in seq.axes else v for k, v in f.items()}
         return plain_run(plain_fetch, dict(f), None)[0]
 
     def run_program(f: Mapping[str, np.ndarray]) -> object:
@@ -162,11 +168,15 @@ def run_bench(
     comps = {}
     bare: dict[int, dict[str, tuple[float, Runner]]] = {}
     every: dict[int, list[Comparison]] = {}
+    # text: batches of rows of similar length (what `eeopt run` does), for both models
+    batched = feeds if seq is None else {k: np.ascontiguousarray(v[order]) for k, v in feeds.items()
+                                         for order in [np.argsort(np.count_nonzero(
+                                             feeds[seq.mask], axis=1), kind="stable")]}
     for b in batches:
         bare[b] = bare_stages(program, feeds, fractions, b)
         others = {name: fn for name, (_, fn) in bare[b].items()}
         every[b] = [compare_batch1(run_plain, run_program, feeds, others=others) if b == 1 else
-                    compare_throughput(run_plain, run_program, feeds, b, others=others)
+                    compare_throughput(run_plain, run_program, batched, b, others=others)
                     for _ in range(passes)]
         comps[b] = sorted(every[b], key=lambda c: c.speedup_mean)[(passes - 1) // 2]
 
@@ -258,6 +268,9 @@ def run_bench(
         "latency": latency,
         "frontier": frontier,
         "frontier_rows": int(min(frontier_limit, n)) if calib else 0,
+        "text": None if seq is None else {
+            "mask": seq.mask, "batches": "rows of similar length (sorted by length)",
+            "plain": "each batch cut to its longest row"},
         "profile": {"plain_ms_at_1": profile.plain.at(1),
                     "stage_ms_at_1": [e.stage.at(1) for e in profile.exits],
                     "runtime_ms_per_stage_at_1": profile.runtime.at(1)},

@@ -168,3 +168,25 @@ def test_eeopt_run_buckets_text_rows(program: Any, tmp_path: Path) -> None:
         with np.load(out) as z:
             np.testing.assert_array_equal(z["exit"], want.exit)
             np.testing.assert_allclose(z["logits"], want.logits, rtol=0, atol=1e-5)
+
+
+def test_bench_batches_text_by_length_against_a_cut_plain_network(tmp_path: Path) -> None:
+    import onnx
+
+    from eeopt.bench import format_bench, run_bench
+    from eeopt.frontend import export_torch
+
+    torch.manual_seed(0)
+    proto = export_torch(TinyEncoder().eval(), token_batch(4, 37, seed=1), dynamic_shapes=SEQ)
+    onnx.save(proto, tmp_path / "m.onnx")
+    feeds = _feeds(96, 48, seed=13)
+    labels = np.random.default_rng(0).integers(0, 3, 96)
+    np.savez(tmp_path / "data.npz", y=labels, **feeds)
+    eeopt.compile(tmp_path / "m.onnx", tmp_path / "p", threshold=0.4)
+    res = run_bench(str(tmp_path / "p"), str(tmp_path / "data.npz"), batches=(1, 16),
+                    passes=1, progress=False)
+    assert res["text"]["mask"] == "attention_mask"
+    assert res["accuracy"]["plain"] == pytest.approx(
+        float((eeopt.load(tmp_path / "p").run(feeds, thresholds=1.0).prediction
+               == labels).mean()))
+    assert "text: batches of rows of similar length" in format_bench(res)

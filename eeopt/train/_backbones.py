@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from eeopt.data.tweets import CLASSES as TWEET_CLASSES
 from eeopt.errors import BackendUnavailableError, DataError, UsageError
 from eeopt.models.demo_cnn import NUM_CLASSES, DemoCNN
 from eeopt.train._attach import attach_exits
@@ -116,10 +117,9 @@ def build_model(arch: str, *, num_classes: int = 10, image_size: int = 64,
         return attach_exits(backbone, "auto", head="conv-pool-linear", num_classes=num_classes,
                             num_exits=num_exits, example_inputs=torch.rand(2, 1, 28, 28))
     if arch == "minilm-l6":  # pretrained MiniLM-L6, an exit per layer, BitFit (see models.minilm)
-        from eeopt.data.tweets import CLASSES
         from eeopt.models.minilm import TextBatch, minilm_exits
 
-        model = minilm_exits(num_classes=len(CLASSES))
+        model = minilm_exits(num_classes=len(TWEET_CLASSES))
         model.freeze_to_trainable()
         return TextBatch(model)
     raise UsageError(f"unknown architecture {arch!r}: use one of {', '.join(ARCHS)}")

@@ -97,7 +97,14 @@ def test_eeopt_train_command(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert rc == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["eeopt train: error: --data 'mnist' is not a shipped data set: use one of "
-                   "fashion-mnist"]
+                   "fashion-mnist, tweets"]
+    for arch, data, want in [("minilm-l6", "fashion-mnist", "--arch minilm-l6 trains on --data "
+                              "tweets"),
+                             ("demo-cnn", "tweets", "--arch demo-cnn trains on images, not "
+                              "tweets: use --arch minilm-l6 for --data tweets")]:
+        assert eeopt.cli.main(["train", "--arch", arch, "--data", data, "--out",
+                               str(tmp_path / "z")]) == 2
+        assert capsys.readouterr().err.strip() == f"eeopt train: error: {want}"
 
 
 def test_eeopt_train_bad_objective_exits_2(tmp_path: Path) -> None:

@@ -233,7 +233,9 @@ def _search(calib: Calibration, policy: str, cost: Callable[[int, int], float],
         plans = []
         for mask in range(1 << km1):
             kept = tuple(k for k in range(km1) if mask >> k & 1) + (km1,)
-            for p in range(2, len(kept) + 1):
+            # a streak of p needs p gated exits: a larger patience never fires (that plan is
+            # the final exit alone in disguise)
+            for p in range(2, len(kept)):
                 thr = (float(p),) * (len(kept) - 1)
                 ev = evaluate_plan(calib, kept, thr, policy, cost)
                 r = int(round(ev["accuracy"] * calib.rows))

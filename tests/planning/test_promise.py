@@ -107,3 +107,15 @@ def test_the_frontier_changes_no_plan(guarantee: float | None,
     assert (fast.kept, fast.thresholds, fast.margin_pp) == (slow.kept, slow.thresholds,
                                                             slow.margin_pp)
     assert fast.promise == slow.promise
+
+
+def test_a_patience_plan_can_fire() -> None:
+    """Patience p needs p gated exits before the final one: with fewer, no row can ever leave
+    early, and such a plan (kept exit3 and the final, patience 2, once chosen on MiniLM) is the
+    final exit alone in disguise. Every patience plan keeps enough exits for its patience."""
+    calib = _confident_calibration(3000, np.random.default_rng(4))
+    for budget in (0.5, 1.0, 3.0, 8.0):
+        plan = plan_exits(calib, _profile(3), budget_pp=budget, policy="patience", seed=0)
+        if len(plan.kept) > 1:
+            assert plan.thresholds[0] <= len(plan.kept) - 1, (budget, plan.kept, plan.thresholds)
+            assert sum(plan.exit_fractions[:-1]) > 0

@@ -33,6 +33,7 @@ from eeopt.passes import cut_to_outputs
 from eeopt.planning import PlannedCosts, Promise, ideal_and_predicted, loss_interval
 from eeopt.program import Manifest, sha256_file
 from eeopt.runtime import Program, configure_threads, fast_run, load, make_session
+from eeopt.runtime.base import trim_axis
 
 __all__ = ["bare_stages", "plain_model_path", "run_bench"]
 
@@ -131,8 +132,8 @@ def run_bench(
     def run_plain(f: Mapping[str, np.ndarray]) -> object:
         if seq is not None:  # text: the plain network on the batch cut to its longest row,
             longest = max(int(np.count_nonzero(f[seq.mask], axis=1).max()), 1)  # as anyone
-            f = {k: np.ascontiguousarray(np.take(v, range(longest), axis=seq.axes[k]))  # would
-                 if k in seq.axes else v for k, v in f.items()}
+            f = {k: trim_axis(v, seq.axes[k], longest) if k in seq.axes else v  # would
+                 for k, v in f.items()}
         return plain_run(plain_fetch, dict(f), None)[0]
 
     def run_program(f: Mapping[str, np.ndarray]) -> object:
@@ -169,9 +170,10 @@ def run_bench(
     bare: dict[int, dict[str, tuple[float, Runner]]] = {}
     every: dict[int, list[Comparison]] = {}
     # text: batches of rows of similar length (what `eeopt run` does), for both models
-    batched = feeds if seq is None else {k: np.ascontiguousarray(v[order]) for k, v in feeds.items()
-                                         for order in [np.argsort(np.count_nonzero(
-                                             feeds[seq.mask], axis=1), kind="stable")]}
+    batched = feeds
+    if seq is not None:
+        order = np.argsort(np.count_nonzero(feeds[seq.mask], axis=1), kind="stable")
+        batched = {k: np.ascontiguousarray(v[order]) for k, v in feeds.items()}
     for b in batches:
         bare[b] = bare_stages(program, feeds, fractions, b)
         others = {name: fn for name, (_, fn) in bare[b].items()}

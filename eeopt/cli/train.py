@@ -216,22 +216,31 @@ def run(args: argparse.Namespace) -> int:
 def _run_jei(args: argparse.Namespace) -> int:
     """``eeopt train --objective jei``: DIR/checkpoint.pt, model.onnx, gates.npz and
     metrics.json."""
-    from eeopt.models import load_demo_cnn
     from eeopt.train import DEFAULT_ALTERNATE, train_jei, write_run
 
-    if args.arch != "demo-cnn":
+    if args.arch not in ("demo-cnn", "minilm-l6"):
         raise UsageError("--objective jei retrains the heads of a trained model on its frozen "
-                         "backbone: only --arch demo-cnn (the committed weights) has one")
+                         "backbone: only --arch demo-cnn and minilm-l6 (the committed weights) "
+                         "have one")
     if args.settings:
         raise UsageError("--objective jei takes --lambda and --alternate, not --set")
     lam = 0.3 if args.lam is None else float(args.lam)
     alternate = DEFAULT_ALTERNATE if args.alternate is None else int(args.alternate)
-    model = load_demo_cnn()
+    model: Any
+    if args.arch == "minilm-l6":
+        from eeopt.models.minilm import TextBatch, load_minilm_tweets
+
+        model = TextBatch(load_minilm_tweets())
+    else:
+        from eeopt.models import load_demo_cnn
+
+        model = load_demo_cnn()
     started = time.time()
     res = train_jei(model, data=args.data, lam=lam, epochs=args.epochs, alternate=alternate,
                     limit=args.limit, seed=args.seed, lr=args.lr, batch_size=args.batch_size,
                     threads=args.threads, progress=True,
-                    val_limit=max(1000, args.limit) if args.limit else None)
+                    val_limit=max(1000, args.limit) if args.limit else None,
+                    feature_batch=64 if args.arch == "minilm-l6" else 500)
     metrics = res.metrics
     out = Path(args.out)
     write_run(out, model, _example(args), started=started, force=args.force,
@@ -239,14 +248,14 @@ def _run_jei(args: argparse.Namespace) -> int:
               report=_report(args, metrics, objective="jei", metrics_record=metrics,
                              gates="gates.npz",
                              compile=f"eeopt compile {out}/model.onnx --policy jei --gates "
-                                     f"{out}/gates.npz --calib fashion-mnist:val --budget 0.5 "
+                                     f"{out}/gates.npz --calib {args.data}:calib --budget 0.5 "
                                      "--out program/"))
     accs = ", ".join(f"exit {k}: {a:.2%}" for k, a in enumerate(metrics["val_acc"]))
     gl = metrics["gate_phase_mean_loss"]
     gate_txt = (f"gate-phase loss {gl[0]:.3f} -> {gl[-1]:.3f} over {len(gl)} phases"
                 if gl else "no gate phase ran (raise --epochs or lower --alternate)")
-    print(f"trained demo-cnn heads and jei gates (lambda {lam:g}, alternating every "
-          f"{alternate} batches) for {args.epochs} epoch(s) on {metrics['train_size']} images "
+    print(f"trained {args.arch} heads and jei gates (lambda {lam:g}, alternating every "
+          f"{alternate} batches) for {args.epochs} epoch(s) on {metrics['train_size']} rows "
           f"in {metrics['train_seconds']:.0f} s; val accuracy {accs}; {gate_txt}; wrote "
           f"{out}/checkpoint.pt, model.onnx, gates.npz, metrics.json")
     return 0

@@ -62,18 +62,28 @@ class MiniLMExits(nn.Module):
 
     def forward(self, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(head(self.drop(p)) for head, p in
+                     zip(self.heads, self.exit_features(input_ids, attention_mask), strict=True))
+
+    def exit_features(self, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        """Every head's input: the masked mean of the hidden states after each layer."""
         h = self.embeddings(input_ids=input_ids)
         keep = attention_mask.to(h.dtype)
         bias = (1.0 - keep)[:, None, None, :] * MASK_BIAS  # [B, 1, 1, T]
         count = keep.sum(dim=1, keepdim=True).clamp(min=1.0)
-        outs = []
-        for layer, head in zip(self.layers, self.heads, strict=True):
+        pooled = []
+        for layer in self.layers:
             h = layer(h, bias)
             if isinstance(h, tuple):  # older transformers return (hidden, ...)
                 h = h[0]
-            pooled = (h * keep[:, :, None]).sum(dim=1) / count
-            outs.append(head(self.drop(pooled)))
-        return tuple(outs)
+            pooled.append((h * keep[:, :, None]).sum(dim=1) / count)
+        return pooled
+
+    def exit_macs(self) -> list[float]:
+        """Cumulative cost per exit, in layers: the layers are identical, the embedding lookup
+        and the heads (384 x classes) are negligible next to one layer."""
+        return [float(k + 1) for k in range(len(self.layers))]
 
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         """The heads, every bias and every LayerNorm (BitFit): what training changes."""
@@ -177,9 +187,7 @@ class TextBatch(nn.Module):
         self.mask_rate = mask_rate
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        mask = x[:, 1]
-        longest = int(mask.sum(dim=1).max()) if mask.numel() else 1
-        x = x[:, :, : max(longest, 1)]
+        x = self._cut(x)
         return self.model(x[:, 0], x[:, 1])  # type: ignore[no-any-return]
 
     def perturb(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -190,6 +198,25 @@ class TextBatch(nn.Module):
             pick &= ids != s
         return torch.stack([torch.where(pick, torch.full_like(ids, self.mask_id), ids), mask],
                            dim=1)
+
+    @property
+    def heads(self) -> nn.ModuleList:
+        return self.model.heads  # type: ignore[return-value]
+
+    def _cut(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` cut to its longest row (right padding)."""
+        mask = x[:, 1]
+        longest = int(mask.sum(dim=1).max()) if mask.numel() else 1
+        return x[:, :, : max(longest, 1)]
+
+    def exit_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every head's input for the ``[B, 2, T]`` batch (``eeopt.train.train_jei`` caches
+        these once, with the backbone frozen)."""
+        x = self._cut(x)
+        return self.model.exit_features(x[:, 0], x[:, 1])  # type: ignore[operator, no-any-return]
+
+    def exit_macs(self) -> list[float]:
+        return self.model.exit_macs()  # type: ignore[operator, no-any-return]
 
     def exit_parameters(self) -> list[nn.Parameter]:
         get = getattr(self.model, "exit_parameters", None)

@@ -69,31 +69,43 @@ class JEIResult:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _parts(model: nn.Module) -> tuple[nn.ModuleList, nn.ModuleList]:
-    segments = getattr(model, "segments", None)
+def _parts(model: nn.Module) -> tuple[nn.ModuleList | None, nn.ModuleList]:
+    """``(segments, heads)``; ``segments`` is None for a model that computes its heads' inputs
+    itself (``exit_features``, as ``TextBatch`` over MiniLM does)."""
     heads = getattr(model, "heads", None)
+    if (callable(getattr(model, "exit_features", None)) and isinstance(heads, nn.ModuleList)
+            and len(heads) >= 2):
+        return None, heads
+    segments = getattr(model, "segments", None)
     if not (isinstance(segments, nn.ModuleList) and isinstance(heads, nn.ModuleList)
             and len(segments) == len(heads) >= 2):
         raise UsageError("the jei objective trains models built as a chain of `segments` with "
-                         "one head each in `heads` (as DemoCNN is)")
+                         "one head each in `heads` (as DemoCNN is), or with `exit_features(x)` "
+                         "giving every head's input (as TextBatch over MiniLM does)")
     return segments, heads
 
 
 @torch.no_grad()
 def backbone_features(model: nn.Module, x: torch.Tensor, batch: int = 500) -> list[torch.Tensor]:
     """The frozen backbone's output at every head's input (eval mode), one tensor per exit."""
-    segments, _ = _parts(model)
+    segments, heads = _parts(model)
     was = model.training
     model.eval()
-    chunks: list[list[torch.Tensor]] = [[] for _ in segments]
+    chunks: list[list[torch.Tensor]] = [[] for _ in heads]
     try:
         for start in range(0, x.shape[0], batch):
             h = x[start:start + batch]
-            if h.dim() == 4:
-                h = h.contiguous(memory_format=torch.channels_last)
-            for k, seg in enumerate(segments):
-                h = seg(h)
-                chunks[k].append(h.contiguous())
+            if segments is None:
+                outs = model.exit_features(h)  # type: ignore[operator]
+            else:
+                if h.dim() == 4:
+                    h = h.contiguous(memory_format=torch.channels_last)
+                outs = []
+                for seg in segments:
+                    h = seg(h)
+                    outs.append(h)
+            for k, f in enumerate(outs):
+                chunks[k].append(f.contiguous())
     finally:
         model.train(was)
     return [torch.cat(c) for c in chunks]
@@ -216,12 +228,15 @@ def train_jei(
     val_data: tuple[Any, Any] | None = None,
     val_limit: int | None = None,
     progress: bool = True,
+    feature_batch: int = 500,
 ) -> JEIResult:
     """Alternate JEI-DNN's IM and gate phases every ``alternate`` batches for ``epochs`` over
     ``data`` (a data set name: its train split, validated on val; or an ``(inputs, labels)``
     pair) with the backbone frozen. ``macs``: per exit, the cumulative MACs (any unit; the
-    default counts DemoCNN's). Returns the model (heads retrained in place), the gates and a
-    record of the run (phase losses, oracle exit fractions, per-exit validation accuracy)."""
+    default counts DemoCNN's, or asks the model's ``exit_macs()``). ``feature_batch``: rows per
+    call while the backbone's features are cached. Returns the model (heads retrained in
+    place), the gates and a record of the run (phase losses, oracle exit fractions, per-exit
+    validation accuracy)."""
     if epochs < 1:
         raise UsageError(f"epochs must be >= 1, got {epochs}")
     if alternate < 1:
@@ -234,10 +249,13 @@ def train_jei(
     _, heads = _parts(model)
     num_exits = len(heads)
     if macs is None:
-        if not isinstance(model, DemoCNN):
+        if isinstance(model, DemoCNN):
+            macs = count_exit_macs(model)["cumulative"]
+        elif callable(getattr(model, "exit_macs", None)):
+            macs = model.exit_macs()  # type: ignore[operator]
+        else:
             raise UsageError("pass macs= (cumulative MACs per exit) for a model other than "
                              "DemoCNN")
-        macs = count_exit_macs(model)["cumulative"]
     macs_arr = np.asarray(macs, dtype=np.float64)
     if macs_arr.shape != (num_exits,) or not macs_arr[-1] > 0:
         raise UsageError(f"macs must give {num_exits} cumulative counts, got {list(macs)}")
@@ -255,8 +273,8 @@ def train_jei(
         for p in model.parameters():
             p.requires_grad_(False)
         t0 = time.perf_counter()
-        feats = backbone_features(model, train_x)
-        val_feats = backbone_features(model, val_x)
+        feats = backbone_features(model, train_x, batch=feature_batch)
+        val_feats = backbone_features(model, val_x, batch=feature_batch)
         cache_s = time.perf_counter() - t0
         logger.info("cached the frozen backbone's features of %d + %d rows in %.1f s",
                     train_x.shape[0], val_x.shape[0], cache_s)

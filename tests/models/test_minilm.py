@@ -85,3 +85,34 @@ def test_compiles_with_a_dynamic_length_and_trims_like_the_module(tmp_path: Path
         res = prog.run({"input_ids": ids.numpy(), "attention_mask": mask.numpy()},
                        thresholds=1.0)
         np.testing.assert_allclose(res.logits, want[-1].numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_jei_trains_a_text_model_on_its_cached_exit_features(tmp_path: Path) -> None:
+    from eeopt.train import torch_reference, train_jei
+    from eeopt.train._jei import backbone_features
+
+    model = tiny_bert()
+    ids, mask = token_batch(96, 16, seed=3, vocab=60)
+    ids, mask = torch.nn.functional.pad(ids, (0, 8)), torch.nn.functional.pad(mask, (0, 8))
+    with torch.no_grad():
+        labels = model(ids, mask)[-1].argmax(1).numpy()
+    wrapped = TextBatch(model).eval()
+    x = torch.stack([ids, mask], dim=1)
+    feats = backbone_features(wrapped, x, batch=40)  # cut per batch: padding changes nothing
+    with torch.no_grad():
+        for head, f, z in zip(model.heads, feats, model(ids, mask), strict=True):
+            torch.testing.assert_close(head(f), z, rtol=0, atol=1e-5)
+    before = [p.detach().clone() for p in model.heads.parameters()]
+    res = train_jei(wrapped, data=({"input_ids": ids.numpy(), "attention_mask": mask.numpy()},
+                                   labels), epochs=2, alternate=2, batch_size=16, lam=0.3,
+                    progress=False, feature_batch=40)
+    assert res.metrics["macs_fraction"] == pytest.approx([1 / 3, 2 / 3, 1.0], abs=1e-6)
+    assert res.metrics["gate_phase_mean_loss"] and res.metrics["head_change_l2"] > 0
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.heads.parameters(),
+                                                      strict=True))
+    prog = eeopt.compile(model, tmp_path / "p", example_inputs=(ids[:4], mask[:4]),
+                         dynamic_shapes=SEQ, policy="jei", gates=res.gateset, threshold=0.5)
+    want_exit, want_logits, _ = torch_reference(wrapped, res.gates, x, [0.5, 0.5])
+    got = prog.run({"input_ids": ids.numpy(), "attention_mask": mask.numpy()})
+    np.testing.assert_array_equal(got.exit, want_exit)
+    np.testing.assert_allclose(got.logits, want_logits, rtol=0, atol=1e-5)

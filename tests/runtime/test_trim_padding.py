@@ -190,3 +190,27 @@ def test_bench_batches_text_by_length_against_a_cut_plain_network(tmp_path: Path
         float((eeopt.load(tmp_path / "p").run(feeds, thresholds=1.0).prediction
                == labels).mean()))
     assert "text: batches of rows of similar length" in format_bench(res)
+
+
+@pytest.mark.parametrize("policy", ["patience", "entropy", "jei", "gate-unit"])
+def test_every_text_policy_trims_to_the_untrimmed_result(policy: str, tmp_path: Path) -> None:
+    """Patience carries per-row state across compactions; the learned gates pool the hidden
+    state the head reads. Both must see the same rows whether padding is cut or not."""
+    torch.manual_seed(3)
+    model = TinyEncoder(layers=4).eval()
+    ids, mask = token_batch(200, 24, seed=4)
+    with torch.no_grad():
+        labels = model(ids, mask)[-1].argmax(1).numpy()
+    kw: dict[str, Any] = {"threshold": {"patience": 2, "entropy": 1.09}.get(policy, 0.5)}
+    if policy in ("jei", "gate-unit"):
+        kw["calib"] = ({"input_ids": ids.numpy(), "attention_mask": mask.numpy()}, labels)
+    prog = eeopt.compile(model, tmp_path / "p", example_inputs=token_batch(4, 37, seed=1),
+                         dynamic_shapes=SEQ, policy=policy, **kw)
+    assert prog.trim_padding
+    feeds = _feeds(64, 48, seed=5)
+    a = prog.run(feeds)
+    prog.trim_padding = False
+    b = prog.run(feeds)
+    np.testing.assert_array_equal(a.exit, b.exit)
+    np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-5)
+    assert len(set(a.exit.tolist())) > 1, np.bincount(a.exit)  # some rows left early

@@ -53,7 +53,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "DIR/checkpoint.pt, DIR/model.onnx (ready for `eeopt compile`) and DIR/metrics.json. "
         "Objectives: ce (per-exit cross-entropy), distill (self-distillation from the final "
         "exit), weighted-entropy (adaptive off-ramps, trained ramp by ramp), consistency "
-        "(clean vs perturbed agreement), jei (JEI-DNN: the committed DemoCNN's heads and "
+        "(clean vs perturbed agreement), jei (JEI-DNN: the committed DemoCNN or MiniLM heads and "
         "one gate per early exit trained in turn on the frozen backbone; also writes "
         "DIR/gates.npz for `eeopt compile --policy jei --gates`). See docs/training.md.",
     )

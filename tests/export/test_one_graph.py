@@ -294,3 +294,51 @@ def test_the_graph_cuts_padding_to_the_longest_row_left_at_every_stage(
         assert shape[seq[tensor]] == lengths[reach].max(), (name, shape)
         levels.add(tag)
     assert "t" in levels and len(levels) >= 3 and len(set(exits.tolist())) >= 3, levels
+
+
+JS = Path(__file__).resolve().parents[1] / "js"
+
+
+def test_onnxruntime_node_serves_the_graph_with_no_eeopt_code(exported: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """JavaScript (onnxruntime-node from npm, installed by `make test` into tests/js) gives the
+    exits and logits Python gave, for the demo and for a two-input model."""
+    import os
+    import shutil
+
+    node = shutil.which("node")
+    if node is None or not (JS / "node_modules" / "onnxruntime-node").is_dir():
+        if os.environ.get("EEOPT_REQUIRE_JS"):
+            pytest.fail("node or tests/js/node_modules is missing: run `make test` (it runs "
+                        "npm ci in tests/js)")
+        pytest.skip("needs node and `npm ci --prefix tests/js` (make test does both)")
+    cases = []
+    for name in ("demo-maxprob", "masked-patience"):
+        model, files, _ = exported["cases"][name]
+        for f in files:
+            with np.load(f) as z:
+                spec: dict[str, Any] = {"model": model, "inputs": {}}
+                for key in z.files:
+                    a = np.ascontiguousarray(z[key])
+                    raw = tmp_path / f"{Path(f).stem}-{key.replace(':', '_')}.bin"
+                    raw.write_bytes(a.astype(a.dtype.newbyteorder("<")).tobytes())
+                    entry = {"file": str(raw), "dtype": str(a.dtype), "shape": list(a.shape)}
+                    if key.startswith("in:"):
+                        spec["inputs"][key[3:]] = entry
+                    else:
+                        spec[key] = entry
+                cases.append(spec)
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    proc = subprocess.run([node, str(JS / "check_one_graph.mjs"), str(tmp_path / "cases.json")],
+                          capture_output=True, text=True, timeout=300, cwd=JS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(got) == len(cases)
+    seen: dict[str, set[int]] = {}
+    for spec, r in zip(cases, got, strict=True):
+        assert r["exit_equal"], (spec["exit"], r)
+        assert r["max_diff"] <= 1e-6, r
+        assert r["logits_type"] == "float32" and r["exit_type"] == "int64"
+        assert r["rows"] == spec["exit"]["shape"][0]
+        seen.setdefault(spec["model"], set()).update(r["exits"])
+    assert all(len(s) >= 2 for s in seen.values()), seen

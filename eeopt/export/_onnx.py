@@ -102,9 +102,9 @@ class _Builder:
 class _Export:
     """Builds the graph for one program directory."""
 
-    def __init__(self, path: Path, manifest: Manifest) -> None:
+    def __init__(self, path: Path, manifest: Manifest, per_batch: bool = False) -> None:
         onnx = _onnx()
-        self.path, self.m = path, manifest
+        self.path, self.m, self.per_batch = path, manifest, per_batch
         if manifest.backend != "onnxruntime":
             raise UsageError(f"{path} is a {manifest.backend} program; export the ONNX program "
                              "it was compiled from (recompile with --backend onnxruntime)")
@@ -219,7 +219,6 @@ class _Export:
     def _level(self, b: _Builder, k: int, live: dict[str, str], lengths: str | None
                ) -> tuple[str, str]:
         """Stage ``k`` onwards for the rows in scope; returns ``(logits, exit)`` names."""
-        from onnx import helper
 
         st: StageSpec = self.m.stages[k]
         outs = self._inline(b, k, live)
@@ -237,6 +236,11 @@ class _Export:
                                       b.const(f"e{k}/zero", np.array(0, dtype=np.int64))],
                           f"e{k}/any_left")
         then = b.branch()
+        if self.per_batch:  # the baseline: the whole batch goes on unless every row left
+            sub = self._level(then, k + 1, {n: live[n] for n in st.carry_after}, None)
+            then_out = (then.node("Identity", [sub[0]], f"e{k}/then_logits"),
+                        then.node("Identity", [sub[1]], f"e{k}/then_exit"))
+            return self._if(b, k, any_left, then, then_out, logits, exit_k)
         carried: dict[str, str] = {}
         for name in st.carry_after:
             ax = self.axes.get(name, 0)
@@ -251,6 +255,13 @@ class _Export:
                           f"e{k}/index")
         then_out = (then.node("ScatterND", [logits, index, sub_logits], f"e{k}/then_logits"),
                     then.node("ScatterND", [exit_k, index, sub_exit], f"e{k}/then_exit"))
+        return self._if(b, k, any_left, then, then_out, logits, exit_k)
+
+    def _if(self, b: _Builder, k: int, cond: str, then: _Builder, then_out: tuple[str, str],
+            logits: str, exit_k: str) -> tuple[str, str]:
+        """``If cond: then (giving then_out) else: (logits, exit_k)`` in scope ``b``."""
+        from onnx import helper
+
         other = b.branch()
         else_out = (other.node("Identity", [logits], f"e{k}/else_logits"),
                     other.node("Identity", [exit_k], f"e{k}/else_exit"))
@@ -262,7 +273,7 @@ class _Export:
                               helper.make_tensor_value_info(names[1], 7, [None])])
 
         out = (f"e{k}/logits_out", f"e{k}/exit_out")
-        b.nodes.append(helper.make_node("If", [any_left], list(out), name=f"e{k}/if",
+        b.nodes.append(helper.make_node("If", [cond], list(out), name=f"e{k}/if",
                                         then_branch=graph(then, then_out, "rows_left"),
                                         else_branch=graph(other, else_out, "all_left")))
         return out
@@ -282,7 +293,7 @@ class _Export:
         run = top.branch()
         live = {t.name: t.name for t in self.m.inputs}
         lengths = None
-        if self.seq_mask is not None:
+        if self.seq_mask is not None and not self.per_batch:
             lengths = self._lengths(run, self.seq_mask)
             live = self._trim(run, "t", live, lengths)
         z, e = self._level(run, 0, live, lengths)
@@ -328,10 +339,13 @@ class _Export:
         return model
 
 
-def one_graph(program_dir: str | os.PathLike[str]) -> Any:
-    """The program in ``program_dir`` as one checked ``onnx.ModelProto``."""
+def one_graph(program_dir: str | os.PathLike[str], *, per_batch: bool = False) -> Any:
+    """The program in ``program_dir`` as one checked ``onnx.ModelProto``. ``per_batch``: the
+    baseline that ``If`` alone gives (onnxruntime#4484), for comparison only: the next stage
+    runs on the whole batch unless every row's gate fired, so a batch leaves only when all its
+    rows do (identical to the program at batch 1)."""
     path = Path(program_dir)
-    return _Export(path, load_manifest(path)).build()
+    return _Export(path, load_manifest(path), per_batch=per_batch).build()
 
 
 def export_onnx(program_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,

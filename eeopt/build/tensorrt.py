@@ -24,13 +24,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from eeopt.build.verify import verify_exits
-from eeopt.errors import BackendUnavailableError, UnsupportedModelError
+from eeopt.errors import BackendUnavailableError, UnsupportedModelError, UsageError
+from eeopt.export import one_graph
 from eeopt.frontend import random_inputs
 from eeopt.program import load_manifest, save_manifest, sha256_file, write_dir
 from eeopt.runtime import OrtProgram, TrtProgram
 from eeopt.runtime.tensorrt import import_cuda_torch, import_trt
 
-__all__ = ["BATCH_PROFILE", "build_engine", "emit_tensorrt"]
+__all__ = ["BATCH_PROFILE", "build_engine", "build_one_engine", "emit_tensorrt"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +126,34 @@ def emit_tensorrt(ort: OrtProgram, out: str | os.PathLike[str], *, fp16: bool = 
 
     write_dir(out, fill, force=force)
     return TrtProgram(Path(out), load_manifest(Path(out)), threads)
+
+
+def build_one_engine(program_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                     fp16: bool = False, profile: tuple[int, int, int] = BATCH_PROFILE,
+                     force: bool = False) -> Path:
+    """ONE TensorRT engine for a whole onnxruntime program: its one-graph export
+    (``eeopt.export.one_graph``: If, NonZero, Gather and ScatterND, which TensorRT 10's ONNX
+    parser takes; the rows that stay are data-dependent shapes inside the engine), written to
+    ``out`` whole or not at all. Inputs: the model's plus ``thresholds`` [K]; outputs
+    ``logits`` and ``exit``. NOT YET RUN, like the rest of this backend: written against the
+    TensorRT 10 API, never built on a GPU."""
+    out = Path(out)
+    if out.exists() and not force:
+        raise UsageError(f"{out} exists: pass --force to replace it, or choose another --out")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent} does not exist: create it first")
+    import_trt()  # one clear line without TensorRT, before the export's work
+    manifest = load_manifest(Path(program_dir))
+    if manifest.sequence is not None:
+        raise UnsupportedModelError("a program that trims a sequence axis has dynamic "
+                                    "non-batch axes, which this backend's one batch profile "
+                                    "cannot express; serve its one-graph ONNX instead")
+    engine = build_engine(one_graph(program_dir).SerializeToString(), fp16=fp16,
+                          profile=profile, batch_axes=manifest.batch_axes())
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(engine)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -6,12 +6,13 @@ import argparse
 from typing import Any
 
 from eeopt.cli.common import in_flags
+from eeopt.errors import UsageError
 from eeopt.export import THRESHOLDS, export_onnx
 from eeopt.program import load_manifest
 
 __all__ = ["add_parser", "run"]
 
-FORMATS = ("onnx",)
+FORMATS = ("onnx", "tensorrt")
 
 
 def add_parser(sub: Any) -> argparse.ArgumentParser:
@@ -28,7 +29,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     e.add_argument("program", metavar="DIR", help="compiled program directory (onnxruntime "
                    "backend)")
     e.add_argument("--format", choices=FORMATS, default="onnx",
-                   help="output format (default onnx)")
+                   help="onnx (default), or tensorrt: one TensorRT engine built from that graph "
+                   "(needs TensorRT 10 and an NVIDIA GPU; never yet run)")
+    e.add_argument("--fp16", action="store_true", help="tensorrt: build in FP16")
     e.add_argument("--out", required=True, metavar="FILE", help="the model file to write, "
                    "e.g. program.onnx")
     e.add_argument("--force", action="store_true", help="replace FILE if it exists")
@@ -39,6 +42,17 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     """Run ``eeopt export``; returns the exit status."""
     m = load_manifest(args.program)
+    if args.fp16 and args.format != "tensorrt":
+        raise UsageError("--fp16 applies to --format tensorrt")
+    if args.format == "tensorrt":
+        from eeopt.build.tensorrt import build_one_engine
+
+        out = build_one_engine(args.program, args.out, fp16=args.fp16, force=args.force)
+        names = ", ".join(t.name for t in m.inputs)
+        print(f"built one TensorRT engine for {args.program} -> {out} "
+              f"({out.stat().st_size / 1e6:.1f} MB); inputs {names} and `{THRESHOLDS}` "
+              f"[{len(m.thresholds)}]; outputs `logits`, `exit`")
+        return 0
     out = export_onnx(args.program, args.out, force=args.force)
     size = out.stat().st_size / 1e6
     thr = ", ".join(f"{t:g}" for t in m.thresholds)

@@ -342,3 +342,23 @@ def test_onnxruntime_node_serves_the_graph_with_no_eeopt_code(exported: dict[str
         assert r["rows"] == spec["exit"]["shape"][0]
         seen.setdefault(spec["model"], set()).update(r["exits"])
     assert all(len(s) >= 2 for s in seen.values()), seen
+
+
+def test_a_tensorrt_engine_without_tensorrt_is_one_line_and_no_file(
+        exported: dict[str, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from eeopt.cli import main
+
+    prog = exported["cases"]["demo-maxprob"][2]
+    out = tmp_path / "p.engine"
+    assert main(["export", str(prog.path), "--out", str(out), "--fp16"]) == 2
+    assert "--fp16 applies to --format tensorrt" in capsys.readouterr().err
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert main(["export", str(prog.path), "--format", "tensorrt", "--out", str(out)]) == 1
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "TensorRT 10" in err
+        assert not out.exists() and not list(tmp_path.iterdir())
+    else:  # pragma: no cover - needs TensorRT and a GPU; never yet run
+        assert main(["export", str(prog.path), "--format", "tensorrt", "--out", str(out)]) == 0
+        assert out.stat().st_size > 0

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from eeopt.errors import BackendUnavailableError, UsageError
+from eeopt.errors import BackendUnavailableError, UnsupportedModelError, UsageError
 from eeopt.program import Manifest, StageSpec, load_manifest, resolve_in_dir
 
 __all__ = ["THRESHOLDS", "LOGITS", "EXIT", "MIN_OPSET", "export_onnx", "one_graph"]
@@ -335,6 +335,11 @@ class _Export:
                             "per-sample exit; feed `thresholds` (compiled: "
                             f"[{thresholds}]); outputs logits [N, {c}] and exit [N] "
                             f"(exit k = {exits.replace(',', ', ')})")
+        size = model.ByteSize()
+        if size >= 2**31:
+            raise UnsupportedModelError(
+                f"{self.path}: the one graph would be {size / 2**30:.1f} GB, over ONNX's 2 GB "
+                "protobuf limit; serve the program with the eeopt runtime instead")
         onnx.checker.check_model(model, full_check=True)
         return model
 

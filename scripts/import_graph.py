@@ -9,7 +9,8 @@ Rules it checks (the ones ``lint-imports`` cannot see, or sees only in part):
 - no import cycle between eeopt's modules, function-local imports counted;
 - a function-local import of an eeopt module only where that module (or, for a package that
   loads its names lazily, a module it loads) imports an optional heavy dependency (torch,
-  tensorrt, triton, matplotlib, ray, grpc) at its top level: never to hide a cycle;
+  tensorrt, triton, matplotlib, ray, grpc; onnx, which running a program must not need) at
+  its top level: never to hide a cycle;
 - no underscored name imported from another package (``from eeopt.x import _y``, or from a
   private module ``eeopt.x._y``, outside ``eeopt.x``).
 
@@ -28,7 +29,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 #: source folder -> the package it is installed as
 PACKAGES = {"eeopt": "eeopt", "passes": "eeopt.passes", "kernels": "eeopt.kernels"}
-HEAVY = ("torch", "tensorrt", "triton", "matplotlib", "ray", "grpc")
+#: onnx counts too: running a program must not need it (eeopt.runtime reaches eeopt.export,
+#: which builds ONNX graphs, only from Program.export_onnx)
+HEAVY = ("torch", "tensorrt", "triton", "matplotlib", "ray", "grpc", "onnx")
 
 
 @dataclass(frozen=True)

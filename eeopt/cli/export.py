@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from eeopt.build.tensorrt import build_one_engine
 from eeopt.cli.common import in_flags
 from eeopt.errors import UsageError
 from eeopt.export import THRESHOLDS, export_onnx
@@ -45,8 +46,6 @@ def run(args: argparse.Namespace) -> int:
     if args.fp16 and args.format != "tensorrt":
         raise UsageError("--fp16 applies to --format tensorrt")
     if args.format == "tensorrt":
-        from eeopt.build.tensorrt import build_one_engine
-
         out = build_one_engine(args.program, args.out, fp16=args.fp16, force=args.force)
         names = ", ".join(t.name for t in m.inputs)
         print(f"built one TensorRT engine for {args.program} -> {out} "

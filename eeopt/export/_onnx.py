@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+from onnx import helper, numpy_helper
 
-from eeopt.errors import BackendUnavailableError, UnsupportedModelError, UsageError
+from eeopt.errors import UnsupportedModelError, UsageError
 from eeopt.program import Manifest, StageSpec, load_manifest, resolve_in_dir
 
 __all__ = ["THRESHOLDS", "LOGITS", "EXIT", "MIN_OPSET", "export_onnx", "one_graph"]
@@ -52,15 +54,6 @@ _NP_TO_ONNX = {"float16": 10, "float32": 1, "float64": 11, "int8": 3, "int16": 5
                "bfloat16": 16}
 
 
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise BackendUnavailableError("exporting needs the onnx package: pip install onnx") \
-            from exc
-    return onnx
-
-
 @dataclass
 class _Builder:
     """Nodes and weights of one scope (the main graph or an ``If`` branch). A stage's weights
@@ -73,14 +66,10 @@ class _Builder:
     nodes: list[Any] = field(default_factory=list)
 
     def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
-        from onnx import helper
-
         self.nodes.append(helper.make_node(op, list(inputs), [output], name=output, **attrs))
         return output
 
     def const(self, name: str, value: np.ndarray) -> str:
-        from onnx import numpy_helper
-
         self.weights.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
@@ -94,8 +83,6 @@ class _Builder:
         return _Builder(self.opset)
 
     def graph(self, name: str, outputs: Sequence[Any], inputs: Sequence[Any] = ()) -> Any:
-        from onnx import helper
-
         return helper.make_graph(self.nodes, name, list(inputs), list(outputs), self.weights)
 
 
@@ -103,7 +90,6 @@ class _Export:
     """Builds the graph for one program directory."""
 
     def __init__(self, path: Path, manifest: Manifest, per_batch: bool = False) -> None:
-        onnx = _onnx()
         self.path, self.m, self.per_batch = path, manifest, per_batch
         if manifest.backend != "onnxruntime":
             raise UsageError(f"{path} is a {manifest.backend} program; export the ONNX program "
@@ -128,8 +114,6 @@ class _Export:
     def _inline(self, b: _Builder, k: int, live: dict[str, str]) -> dict[str, str]:
         """Stage ``k``'s nodes in scope ``b``, reading ``live`` (stage name -> scope name);
         returns its outputs (stage name -> scope name)."""
-        from onnx import helper
-
         st, g = self.m.stages[k], self.stages[k].graph
         rename: dict[str, str] = {}
         for init in g.initializer:
@@ -260,8 +244,6 @@ class _Export:
     def _if(self, b: _Builder, k: int, cond: str, then: _Builder, then_out: tuple[str, str],
             logits: str, exit_k: str) -> tuple[str, str]:
         """``If cond: then (giving then_out) else: (logits, exit_k)`` in scope ``b``."""
-        from onnx import helper
-
         other = b.branch()
         else_out = (other.node("Identity", [logits], f"e{k}/else_logits"),
                     other.node("Identity", [exit_k], f"e{k}/else_exit"))
@@ -279,9 +261,6 @@ class _Export:
         return out
 
     def build(self) -> Any:
-        from onnx import helper
-
-        onnx = _onnx()
         top = _Builder(self.opset)
         first = self.m.inputs[0]
         rows = top.node("Gather", [top.node("Shape", [first.name], "e/input_shape"),

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from types import ModuleType
 
-from eeopt.cli import bench, cascade, compile, export, inspect, profile, run, train
+from eeopt.cli import bench, cascade, compile, export, inspect, profile, run, serve, train
 from eeopt.cli.common import FLAGS, Parser
 from eeopt.errors import EEOptError, UsageError
 from eeopt.version import __version__
@@ -31,6 +31,7 @@ examples:
   eeopt run program/ --input x.npy --output out.npz --batch-size 64
   eeopt inspect program/
   eeopt export program/ --format onnx --out program.onnx
+  eeopt serve program/ --port 8000 --replicas 2
   eeopt train --data fashion-mnist --arch demo-cnn --objective consistency --epochs 3 --out run/
 """
 
@@ -38,7 +39,7 @@ examples:
 #: order ``eeopt --help`` lists them
 COMMANDS: dict[str, ModuleType] = {
     "compile": compile, "run": run, "profile": profile, "bench": bench, "cascade": cascade,
-    "train": train, "inspect": inspect, "export": export,
+    "train": train, "inspect": inspect, "export": export, "serve": serve,
 }
 
 

@@ -68,27 +68,31 @@ def run_server(program_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
 
     from eeopt.serve._app import build_app
 
-    serve.start(http_options={"host": host, "port": int(port)})
-    app = build_app(program_dir, replicas=replicas, threads=threads, max_batch=max_batch,
-                    batch_wait_ms=batch_wait_ms, max_body_mb=max_body_mb, max_rows=max_rows,
-                    adapt=adapt, cpus_per_replica=min(1.0, float(threads)))
-    handle = serve.run(app, name="eeopt", route_prefix="/", blocking=False)
-    logger.info("serving %s at http://%s:%d/", program_dir, host, port)
-    if not blocking:
-        return handle
     stop = threading.Event()
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT,
-                                                                     signal.SIGTERM)}
-    if ready is not None:
-        ready.set()
-    print(f"serving {program_dir} at http://{host}:{port}/ (POST /, GET /healthz, "
-          "GET /metrics); Ctrl-C stops", flush=True)
+    previous = {}
+    if blocking:  # after ray.init, which sets its own: a SIGTERM from here on drains and stops
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT,
+                                                                         signal.SIGTERM)}
     try:
+        serve.start(http_options={"host": host, "port": int(port)})
+        app = build_app(program_dir, replicas=replicas, threads=threads, max_batch=max_batch,
+                        batch_wait_ms=batch_wait_ms, max_body_mb=max_body_mb,
+                        max_rows=max_rows, adapt=adapt,
+                        cpus_per_replica=min(1.0, float(threads)))
+        handle = serve.run(app, name="eeopt", route_prefix="/", blocking=False)
+        logger.info("serving %s at http://%s:%d/", program_dir, host, port)
+        if not blocking:
+            return handle
+        if ready is not None:
+            ready.set()
+        print(f"serving {program_dir} at http://{host}:{port}/ (POST /, GET /healthz, "
+              "GET /metrics); Ctrl-C stops", flush=True)
         stop.wait()
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        print("shutting down: draining requests, then stopping Serve and Ray", flush=True)
-        serve.shutdown()
-        ray.shutdown()
+        if blocking:
+            for sig, h in previous.items():
+                signal.signal(sig, h)
+            print("shutting down: draining requests, then stopping Serve and Ray", flush=True)
+            serve.shutdown()
+            ray.shutdown()
     return None

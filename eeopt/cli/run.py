@@ -12,6 +12,7 @@ from eeopt.cli.common import in_flags, load_arrays, positive_int, threshold_list
 from eeopt.errors import DataError, UsageError
 from eeopt.program import check_new_output, write_file
 from eeopt.runtime import load
+from eeopt.serve import input_files, score_files, start_ray
 
 __all__ = ["add_parser", "check_output", "run", "save_results"]
 
@@ -26,8 +27,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     )
     r.add_argument("program", metavar="DIR", help="compiled program directory")
     r.add_argument("--input", required=True, metavar="X.npy|X.npz",
-                   help=".npy for a single-input program, .npz with one array per input name")
-    r.add_argument("--output", required=True, metavar="OUT.npz", help="where to write results")
+                   help=".npy for a single-input program, .npz with one array per input name "
+                   "(--ray: a directory or glob of them)")
+    r.add_argument("--output", required=True, metavar="OUT.npz", help="where to write results "
+                   "(--ray: a new directory)")
     r.add_argument("--batch-size", type=positive_int, default=None, metavar="N",
                    help="rows per call (default: all rows at once)")
     r.add_argument("--no-buckets", action="store_true",
@@ -39,6 +42,14 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime intra-op threads (default: the count the program was "
                    "compiled for, 1 unless its compile said otherwise)")
+    r.add_argument("--ray", action="store_true",
+                   help="score on Ray Data instead: --input is a directory or glob of "
+                   ".npy/.npz files, --output a new directory of Parquet shards (columns row, "
+                   "exit, exit_name, logit_0...; row numbers the rows across the files in "
+                   "order); a local Ray, or RAY_ADDRESS's cluster")
+    r.add_argument("--concurrency", type=positive_int, default=1, metavar="N",
+                   help="--ray: workers in the actor pool, each loading the program once "
+                   "(default 1)")
     r.add_argument("--allow-native", action="store_true",
                    help="also run programs whose stages hold native code (aoti, tensorrt), "
                    "which loading runs: only programs you trust")
@@ -63,6 +74,10 @@ def save_results(path: str, **arrays: np.ndarray) -> None:
 @in_flags
 def run(args: argparse.Namespace) -> int:
     """Run ``eeopt run``; returns the exit status."""
+    if args.ray:
+        return _run_ray(args)
+    if args.concurrency != 1:
+        raise UsageError("--concurrency applies to --ray")
     check_output(args.output)
     program = load(args.program, threads=args.threads, allow_native=args.allow_native)
     data = load_arrays(args.input)
@@ -81,4 +96,25 @@ def run(args: argparse.Namespace) -> int:
     frac = ", ".join(f"exit {k} ({name}): {c / max(n, 1):.1%}"
                      for k, (name, c) in enumerate(zip(program.exit_names, counts, strict=True)))
     print(f"wrote {args.output}: {n} rows ({frac})")
+    return 0
+
+
+def _run_ray(args: argparse.Namespace) -> int:
+    """``eeopt run --ray``: Parquet shards in a new ``--output`` directory."""
+    if args.thresholds is not None or args.no_buckets:
+        raise UsageError("--thresholds and --no-buckets apply without --ray")
+    out = Path(args.output)
+    if out.exists():
+        raise UsageError(f"--output {out} exists: --ray writes a new directory of Parquet "
+                         "shards; choose another name")
+    if not out.parent.is_dir():
+        raise UsageError(f"{out.parent} does not exist: create it first")
+    files = input_files(args.input)
+    load(args.program, threads=args.threads)  # a bad program fails before Ray starts
+    start_ray()
+    rows = score_files(args.program, files, out, batch_size=args.batch_size or 256,
+                       concurrency=args.concurrency, threads=args.threads or 1,
+                       num_cpus=1.0)
+    print(f"wrote {out}/: {rows} rows from {len(files)} file(s) as Parquet (row, exit, "
+          "exit_name, logit_0...)")
     return 0

@@ -9,6 +9,9 @@ by ``@serve.batch``, one ``Program.run`` per group, each replica loading the pro
     handle = ray.serve.run(build_app("program/"))
     handle.predict.remote(x).result()
 
+    eeopt.ray.map_batches(dataset, "program/")        # batch scoring on Ray Data
+    eeopt run program/ --input 'data/*.npz' --output scored/ --ray   # Parquet shards
+
 Requests are parsed and checked before they join a batch (``parse_request``), so a bad one is
 refused alone (4xx, one line) and never fails the others. Ray is imported only here, by
 ``build_app`` and ``run_server``.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from eeopt.serve._data import ROW, Scorer, input_files, map_batches, score_files
 from eeopt.serve._request import (
     RequestError,
     check_feeds,
@@ -28,8 +32,9 @@ from eeopt.serve._request import (
 )
 from eeopt.serve._server import run_server, start_ray
 
-__all__ = ["RequestError", "build_app", "check_feeds", "concat_requests", "parse_request",
-           "result_json", "run_server", "start_ray"]
+__all__ = ["ROW", "RequestError", "Scorer", "build_app", "check_feeds", "concat_requests",
+           "input_files", "map_batches", "parse_request", "result_json", "run_server",
+           "score_files", "start_ray"]
 
 
 def __getattr__(name: str) -> Any:  # the Ray application loads on first use (it imports ray)

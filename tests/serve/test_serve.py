@@ -69,13 +69,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     progs["text"] = eeopt.compile(T.TinyEncoder(layers=4).eval(), d / "text",
                                   example_inputs=T.token_batch(4, 37, 1), dynamic_shapes=SEQ,
                                   threshold=0.4)
-    ray = start_ray(num_cpus=2, temp_dir=str(tmp_path_factory.mktemp("ray")))
+    # 4 logical CPUs on any machine: the replicas, a Ray Data actor and its write tasks fit
+    ray = start_ray(num_cpus=4, temp_dir=str(tmp_path_factory.mktemp("ray")))
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     handles = {}
     for name, prog in progs.items():
         app = build_app(prog.path, max_batch=8, batch_wait_ms=50.0, max_body_mb=0.05,
-                        max_rows=256, cpus_per_replica=0.5)
+                        max_rows=256, cpus_per_replica=0.25)
         handles[name] = serve.run(app, name=name, route_prefix=f"/{name}")
     yield {"progs": progs, "url": f"http://127.0.0.1:{port}", "handles": handles, "dir": d}
     serve.shutdown()
@@ -222,3 +223,39 @@ def test_eeopt_serve_stops_cleanly_on_sigterm(served: Any, tmp_path: Path) -> No
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_ray_data_scoring_equals_eeopt_run(served: Any, tmp_path: Path) -> None:
+    """`eeopt run --ray` over two .npz files and eeopt.ray.map_batches give, row by row, what
+    `eeopt run` gives; every row keeps its id."""
+    import pyarrow.parquet as pq
+    import ray
+
+    import eeopt.ray
+
+    prog = served["progs"]["masked"]
+    names = [s.name for s in prog.input_specs]
+    parts = []
+    for i, n in enumerate((13, 21)):
+        x, mask = (t.numpy() for t in T.example("masked", n, 70 + i))
+        parts.append({names[0]: x, names[1]: mask})
+        np.savez(tmp_path / f"part{i}.npz", **parts[-1])
+    allx = {k: np.concatenate([p[k] for p in parts]) for k in names}
+    want = prog.run(allx)
+    out = tmp_path / "scored"
+    assert main(["run", str(prog.path), "--input", str(tmp_path / "part*.npz"), "--output",
+                 str(out), "--ray", "--batch-size", "8"]) == 0
+    table = pq.read_table(out).to_pandas().sort_values("row")
+    assert table["row"].tolist() == list(range(34))
+    np.testing.assert_array_equal(table["exit"].to_numpy(), want.exit)
+    logits = table[[f"logit_{c}" for c in range(prog.num_classes)]].to_numpy(np.float32)
+    np.testing.assert_allclose(logits, want.logits, rtol=0, atol=1e-6)
+    assert table["exit_name"].tolist() == [prog.exit_names[k] for k in want.exit]
+    assert main(["run", str(prog.path), "--input", str(tmp_path / "part*.npz"), "--output",
+                 str(out), "--ray"]) == 2  # exists: refused, kept
+    ds = ray.data.from_items([{"row": 100 + i, names[0]: allx[names[0]][i],
+                               names[1]: allx[names[1]][i]} for i in range(34)])
+    got = sorted(eeopt.ray.map_batches(ds, prog.path, batch_size=16, num_cpus=0.25).take_all(),
+                 key=lambda r: r["row"])
+    assert [r["row"] for r in got] == list(range(100, 134))
+    assert [r["exit"] for r in got] == want.exit.tolist()

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from eeopt.errors import UsageError
-from eeopt.kernels.reference import LEARNED_POLICIES, NEVER
+from eeopt.kernels.reference import LEARNED_POLICIES, NEVER, gate_decision, patience_step
 from eeopt.runtime import Inputs, Program, Result, load
 
-__all__ = ["AdaptiveProgram", "Decision", "adapt", "ladder_thresholds", "wilson_upper"]
+__all__ = ["REPLAYABLE", "AdaptiveProgram", "Decision", "adapt", "ladder_thresholds",
+           "replay_exits", "wilson_upper"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 STEP = 0.7
 #: the lowest a score threshold goes on the ladder's lower rungs
 MIN_SCORE = 0.01
+#: shadowed rows needed before a lower bound over the budget raises the thresholds
+_EARLY_EVIDENCE = 10
+#: served batches and shadowed rows remembered at most (since the last change)
+_MAX_MARKS = 200_000
 
 
 def wilson_upper(k: int, m: int, confidence: float) -> float:
@@ -37,6 +42,29 @@ def wilson_upper(k: int, m: int, confidence: float) -> float:
     centre = p + z * z / (2 * m)
     spread = z * math.sqrt(p * (1 - p) / m + z * z / (4 * m * m))
     return float(min(1.0, (centre + spread) / (1 + z * z / m)))
+
+
+#: the policies whose gates numpy can replay on every exit's logits (to price other levels)
+REPLAYABLE = ("maxprob", "entropy", "margin", "patience")
+
+
+def replay_exits(logits: Sequence[np.ndarray], policies: Sequence[str],
+                 thresholds: Sequence[float]) -> np.ndarray:
+    """``[N]``: where each row leaves, given every exit's logits (``kernels.reference``'s
+    gates; the last exit takes every row left)."""
+    n = logits[0].shape[0]
+    exits = np.full(n, len(logits) - 1, dtype=np.int64)
+    open_ = np.ones(n, dtype=bool)
+    pred = streak = None
+    for k, (p, t) in enumerate(zip(policies, thresholds, strict=True)):
+        if p == "patience":
+            pred, streak = patience_step(logits[k], pred, streak)
+            fire = gate_decision(logits[k], t, p, streak)
+        else:
+            fire = gate_decision(logits[k], t, p)
+        exits[open_ & fire] = k
+        open_ &= ~fire
+    return exits
 
 
 def ladder_thresholds(policies: Sequence[str], compiled: Sequence[float], level: int,
@@ -107,6 +135,7 @@ class AdaptiveProgram:
         self.compiled = list(program.thresholds)
         self._final = program.num_exits - 1
         self._never = [float(NEVER[p]) for p in self.policies]
+        self._replay = all(p in REPLAYABLE for p in self.policies)
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()
         self._started = time.perf_counter()
@@ -124,9 +153,10 @@ class AdaptiveProgram:
     def _reset_window(self) -> None:
         self._since = self.rows  # the window counts only rows served at the current level
         self._batches: deque[tuple[int, int, int]] = deque()  # (last row, rows, early rows)
-        self._marks: deque[tuple[int, bool]] = deque()  # (row, disagreed)
+        # (row, disagreed at the current level, then at each level above it, up to top)
+        self._marks: deque[tuple[int, np.ndarray]] = deque()
 
-    def _trim(self) -> None:
+    def _window_start(self) -> int:
         """The window: the last ``window`` rows, reaching back (never past the last change) as
         far as it takes to hold ``min_shadow`` shadowed rows, so that a low early share or a
         small ``shadow`` slows the controller down instead of stalling it."""
@@ -135,11 +165,14 @@ class AdaptiveProgram:
             start = min(start, self._marks[-self.min_shadow][0])
         else:
             start = self._since
-        start = max(start, self._since)
-        while self._batches and self._batches[0][0] < start:
-            self._batches.popleft()
-        while self._marks and self._marks[0][0] < start:
+        return max(start, self._since)
+
+    def _trim(self) -> None:
+        """Forget what is older than the change or the memory cap."""
+        while len(self._marks) > _MAX_MARKS:
             self._marks.popleft()
+        while len(self._batches) > _MAX_MARKS:
+            self._batches.popleft()
 
     def estimate(self) -> dict[str, float]:
         """The window's rows, early share, shadowed and disagreeing rows, the loss estimate and
@@ -147,17 +180,25 @@ class AdaptiveProgram:
         with self._lock:
             return self._estimate()
 
-    def _estimate(self) -> dict[str, float]:
+    def _estimate(self, up: int = 0, start: int | None = None) -> dict[str, float]:
+        """The estimate over the rows from ``start`` (default: the window) at ``up`` levels
+        above the current one (replayed on the shadowed rows: the rows that leave early there
+        are among those that left early here)."""
         self._trim()
-        rows = sum(b[1] for b in self._batches)
-        early = sum(b[2] for b in self._batches)
-        m = len(self._marks)
-        k = sum(1 for _, d in self._marks if d)
+        start = self._window_start() if start is None else max(start, self._since)
+        batches = [b for b in self._batches if b[0] >= start]
+        rows = sum(b[1] for b in batches)
+        early = sum(b[2] for b in batches)
+        flags = [f[up] for r, f in self._marks if r >= start and up < len(f)]
+        m = len(flags)
+        k = int(sum(flags))
         share = early / rows if rows else 0.0
         loss = 100.0 * share * (k / m) if m else 0.0
         upper = 100.0 * share * wilson_upper(k, m, self.confidence) if early else 0.0
+        lower = (100.0 * share * (1.0 - wilson_upper(m - k, m, self.confidence))
+                 if m else 0.0)
         return {"window_rows": rows, "early_share": share, "shadowed": m, "disagreed": k,
-                "loss_pp": loss, "loss_upper_pp": upper}
+                "loss_pp": loss, "loss_upper_pp": upper, "loss_lower_pp": lower}
 
     # ------------------------------------------------------------------ serving
     def run(self, x: Inputs) -> Result:
@@ -195,7 +236,21 @@ class AdaptiveProgram:
                 _, feeds, tagged, level = self._queue.popleft()
             batches += 1
             t0 = time.perf_counter()
-            final = self.program.run(feeds, thresholds=self._never).logits.argmax(axis=1)
+            if self._replay:  # every exit's logits: price this level and every one above
+                outs = [np.asarray(z, dtype=np.float32) for z in self.program.run_all(feeds)]
+                final = outs[-1].argmax(axis=1)
+                stacked = np.stack(outs)
+                cols = []
+                for lvl in range(level, self.top + 1):
+                    ex = replay_exits(outs, self.policies,
+                                      ladder_thresholds(self.policies, self.compiled, lvl,
+                                                        self.top))
+                    pred = stacked[ex, np.arange(ex.shape[0])].argmax(axis=1)
+                    cols.append((ex < self._final) & (pred != final))
+                flags = np.stack(cols, axis=1)
+            else:
+                final = self.program.run(feeds, thresholds=self._never).logits.argmax(axis=1)
+                flags = (tagged[1] != final)[:, None]
             spent = time.perf_counter() - t0
             with self._lock:
                 self.shadow_seconds += spent
@@ -203,17 +258,30 @@ class AdaptiveProgram:
                 done += int(final.shape[0])
                 if level != self.level:  # served under thresholds no longer in force
                     continue
-                for row, early_pred, fin in zip(tagged[0], tagged[1], final, strict=True):
-                    self._marks.append((int(row), bool(early_pred != fin)))
+                for row, f in zip(tagged[0], flags, strict=True):
+                    self._marks.append((int(row), f))
                 self._decide()
         return done
 
     def _decide(self) -> None:
         est = self._estimate()
+        since = self._estimate(start=self._since)
         full = est["window_rows"] >= self.window
         move = 0
-        if est["shadowed"] >= self.min_shadow and est["loss_pp"] > self.budget:
-            move = 1 if self.level < self.top else 0
+        # raise on evidence: the lower bound over the budget, on the window or on everything
+        # since the last change (a small excess shows only with many rows)
+        over = any(e["shadowed"] >= _EARLY_EVIDENCE and e["loss_lower_pp"] > self.budget
+                   for e in (est, since))
+        if over and self.level < self.top:
+            move = 1
+            if self._replay:  # straight to the lowest level with room to spare, if one has
+                for up in range(1, self.top - self.level + 1):
+                    if self._estimate(up)["loss_pp"] <= self.slack * self.budget:
+                        move = up
+                        break
+                else:
+                    move = self.top - self.level
+        # lower on proof: the upper bound under slack x budget over a full window
         elif full and est["loss_upper_pp"] < self.slack * self.budget and (
                 est["early_share"] == 0 or est["shadowed"] >= self.min_shadow):
             move = -1 if self.level > -self.levels_below else 0

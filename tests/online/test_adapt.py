@@ -19,9 +19,10 @@ import topologies as T
 
 
 class Stream:
-    """A one-gate program over synthetic rows ``[confidence, wrong]``: a row leaves early when
-    its confidence reaches the threshold, and its early answer then disagrees with the final
-    one exactly when ``wrong`` is 1. The true loss of thresholds is known in closed form."""
+    """A one-gate program over synthetic rows ``[p, wrong]``: the early exit's top softmax
+    probability is ``p`` (in [0.5, 1)), on class ``wrong``; the final exit always says class 0.
+    A row leaves early when ``p`` reaches the threshold, and its early answer then disagrees
+    with the final one exactly when ``wrong`` is 1. The true loss is known in closed form."""
 
     def __init__(self, threshold: float = 0.6) -> None:
         self.manifest = SimpleNamespace(stages=[SimpleNamespace(gate=SimpleNamespace(
@@ -29,26 +30,33 @@ class Stream:
         self.thresholds = (threshold,)
         self.num_exits = 2
         self.input_specs = [SimpleNamespace(name="x")]
-        self.calls: list[int] = []
+
+    def run_all(self, x: Any) -> list[np.ndarray]:
+        x = x["x"] if isinstance(x, dict) else x
+        p, wrong = x[:, 0], x[:, 1].astype(np.int64)
+        early = np.empty((x.shape[0], 2), dtype=np.float32)
+        early[np.arange(len(p)), wrong] = np.log(p)
+        early[np.arange(len(p)), 1 - wrong] = np.log1p(-p)
+        final = np.tile(np.array([[8.0, 0.0]], dtype=np.float32), (x.shape[0], 1))
+        return [early, final]
 
     def run(self, x: Any, thresholds: Any = None) -> Result:
-        x = x["x"] if isinstance(x, dict) else x
         t = float(np.asarray(thresholds if thresholds is not None else self.thresholds)[0])
-        early = x[:, 0] >= t
-        pred = np.where(early, x[:, 1], 0).astype(np.int64)
-        logits = np.eye(2, dtype=np.float32)[pred]
-        self.calls.append(x.shape[0])
-        return Result(logits, np.where(early, 0, 1).astype(np.int64))
+        early_z, final_z = self.run_all(x)
+        x = x["x"] if isinstance(x, dict) else x
+        leave = x[:, 0] >= t
+        logits = np.where(leave[:, None], early_z, final_z).astype(np.float32)
+        return Result(logits, np.where(leave, 0, 1).astype(np.int64))
 
 
 def rows(n: int, wrong_rate: float, rng: np.random.Generator, safe: float = 0.97) -> np.ndarray:
-    conf = rng.random(n)
-    wrong = (rng.random(n) < wrong_rate) & (conf < safe)
-    return np.stack([conf, wrong.astype(np.float64)], axis=1)
+    p = 0.5 + 0.5 * rng.random(n)
+    wrong = (rng.random(n) < wrong_rate) & (p < safe)
+    return np.stack([p, wrong.astype(np.float64)], axis=1)
 
 
 def true_loss_pp(t: float, wrong_rate: float, safe: float = 0.97) -> float:
-    return 100.0 * max(0.0, safe - t) * wrong_rate
+    return 100.0 * max(0.0, safe - max(t, 0.5)) / 0.5 * wrong_rate
 
 
 def test_wilson_upper_bound() -> None:
@@ -85,24 +93,35 @@ def _serve(ctl: AdaptiveProgram, data: np.ndarray, batch: int = 100) -> list[tup
     return seen
 
 
-def test_after_a_shift_the_controller_holds_the_budget_where_fixed_thresholds_do_not() -> None:
-    rng = np.random.default_rng(1)
-    budget, wrong_after = 1.0, 0.15
-    ctl = AdaptiveProgram(Stream(0.6), budget, shadow=0.05, window=2000, min_shadow=30, seed=2)
+def _shifted(seed: int) -> tuple[AdaptiveProgram, list[tuple[int, float]],
+                                 list[tuple[int, float]]]:
+    rng = np.random.default_rng(seed + 10)
+    ctl = AdaptiveProgram(Stream(0.6), 1.0, shadow=0.05, window=2000, min_shadow=30, seed=seed)
     before = _serve(ctl, rows(10_000, 0.005, rng))
-    assert all(true_loss_pp(t, 0.005) <= budget for _, t in before)
-    assert max(lvl for lvl, _ in before) <= 1  # calm traffic: at most one spurious step
-    after = _serve(ctl, rows(30_000, wrong_after, rng))
-    assert true_loss_pp(0.6, wrong_after) > 5 * budget  # fixed thresholds overshoot
-    losses = [true_loss_pp(t, wrong_after) for _, t in after]
-    first_ok = next(i for i, v in enumerate(losses) if v <= budget)
-    # the transient: at most ~min_shadow / (shadow x early share) rows per level climbed
-    assert first_ok * 100 <= 15_000, first_ok
-    tail = losses[first_ok:]
-    assert np.mean(tail) <= budget and np.mean(np.array(tail) > budget) < 0.2
-    st = ctl.state()
-    assert any(d["action"] == "raise" for d in st["decisions"])
-    assert st["shadow_rows"] > 0 and st["rows"] == 40_000 and st["queued"] == 0
+    return ctl, before, _serve(ctl, rows(30_000, 0.15, rng))
+
+
+def test_after_a_shift_the_controller_holds_the_budget_where_fixed_thresholds_do_not() -> None:
+    budget, wrong_after = 1.0, 0.15
+    assert true_loss_pp(0.6, wrong_after) > 10 * budget  # fixed thresholds overshoot
+    transients = []
+    for seed in range(6):
+        ctl, before, after = _shifted(seed)
+        assert all(true_loss_pp(t, 0.005) <= budget for _, t in before)  # calm: within
+        losses = [true_loss_pp(t, wrong_after) for _, t in after]
+        first_ok = next((i for i, v in enumerate(losses) if v <= budget), len(losses))
+        transients.append(first_ok * 100)  # rows after the shift until within the budget
+        tail = losses[first_ok:]
+        # once within, it stays (raising only lowers the loss; lowering needs proof)
+        assert not tail or max(tail) <= budget, (seed, max(tail))
+        st = ctl.state()
+        assert st["decisions"][-1]["action"] == "raise" and st["queued"] == 0
+        assert st["rows"] == 40_000 and 0 < st["shadow_rows"] < 0.05 * 40_000
+    # the transient: evidence for the first raise comes within a few hundred rows, and the
+    # replayed levels let the controller jump to one that fits; a small leftover excess
+    # (1.1 pp at one level) takes longer to prove
+    assert sorted(transients)[len(transients) // 2] <= 5_000, transients
+    assert max(transients) <= 25_000, transients
 
 
 def test_slack_lowers_the_thresholds_and_a_calm_stream_stays_within_the_budget() -> None:

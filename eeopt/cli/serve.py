@@ -49,6 +49,10 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
                    "(default: the program's planned budget)")
     s.add_argument("--shadow", type=float, default=0.02, metavar="F",
                    help="--adapt: share of early-exited rows shadowed (default 0.02)")
+    s.add_argument("--plain", default=None, metavar="MODEL.onnx",
+                   help="serve this plain model's last output instead (the model the program "
+                   "was compiled from), through the same front end: the comparison without "
+                   "exits")
     s.add_argument("--address", default=None, help="an existing Ray cluster (default: "
                    "RAY_ADDRESS, else a local Ray instance)")
     s.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance "
@@ -74,5 +78,5 @@ def run(args: argparse.Namespace) -> int:
     run_server(args.program, host=args.host, port=args.port, replicas=args.replicas,
                threads=args.threads, max_batch=args.max_batch, batch_wait_ms=args.batch_wait_ms,
                max_body_mb=args.max_body_mb, max_rows=args.max_rows, adapt=adapt,
-               address=args.address, num_cpus=args.num_cpus)
+               address=args.address, num_cpus=args.num_cpus, plain_onnx=args.plain)
     return 0

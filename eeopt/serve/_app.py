@@ -19,7 +19,8 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from eeopt.errors import EEOptError
 from eeopt.online import AdaptiveProgram
-from eeopt.runtime import load
+from eeopt.runtime import Result, load, make_session
+from eeopt.runtime.base import trim_axis
 from eeopt.serve._request import (
     RequestError,
     check_feeds,
@@ -105,12 +106,40 @@ class _Metrics:
         return "\n".join(lines) + "\n"
 
 
+class _Plain:
+    """The plain network as one ONNX Runtime session (``eeopt serve --plain MODEL.onnx``, the
+    comparison the same server makes without exits): the model's last output for every row,
+    a text batch cut to its longest row first, reported as the program's final exit."""
+
+    def __init__(self, onnx_path: str, program: Any, threads: int) -> None:
+        self.session = make_session(Path(onnx_path).read_bytes(), threads)
+        self.fetch = [self.session.get_outputs()[-1].name]
+        self.final = program.num_exits - 1
+        seq = program.manifest.sequence
+        self.seq = (seq.mask, dict(seq.axes)) if seq is not None else None
+        wanted = {s.name for s in program.input_specs}
+        got = {i.name for i in self.session.get_inputs()}
+        if got != wanted:
+            raise EEOptError(f"--plain {onnx_path} reads {sorted(got)}, the program "
+                             f"{sorted(wanted)}: give the model the program was compiled from")
+
+    def run(self, feeds: dict[str, np.ndarray]) -> Result:
+        if self.seq is not None:
+            mask, axes = self.seq
+            longest = max(int(np.count_nonzero(feeds[mask], axis=1).max()), 1)
+            feeds = {k: trim_axis(v, axes[k], longest) if k in axes else v
+                     for k, v in feeds.items()}
+        z = np.asarray(self.session.run(self.fetch, feeds)[0], dtype=np.float32)
+        return Result(z, np.full(z.shape[0], self.final, dtype=np.int64))
+
+
 class EEOptServer:
     """One replica: the program (loaded once), its request checks and its counters."""
 
     def __init__(self, program_dir: str, threads: int = 1, max_batch: int = 32,
                  batch_wait_ms: float = 2.0, max_body_bytes: int = 64 << 20,
-                 max_rows: int = 4096, adapt: dict[str, Any] | None = None) -> None:
+                 max_rows: int = 4096, adapt: dict[str, Any] | None = None,
+                 plain_onnx: str | None = None) -> None:
         self.program = load(program_dir, threads=threads)
         self.specs = self.program.input_specs
         seq = self.program.manifest.sequence
@@ -126,7 +155,9 @@ class EEOptServer:
             self._shadow_stop = threading.Event()
             threading.Thread(target=self._shadow_loop, daemon=True,
                              name="eeopt-shadow").start()
-        self._run = self.adaptive.run if self.adaptive is not None else self.program.run
+        self._run: Any = self.adaptive.run if self.adaptive is not None else self.program.run
+        if plain_onnx is not None:
+            self._run = _Plain(plain_onnx, self.program, threads).run
         self.answer.set_max_batch_size(int(max_batch))  # type: ignore[attr-defined]
         self.answer.set_batch_wait_timeout_s(float(batch_wait_ms) / 1e3)  # type: ignore[attr-defined]
 
@@ -228,11 +259,15 @@ class EEOptServer:
 def build_app(program_dir: str | os.PathLike[str], *, replicas: int = 1, threads: int = 1,
               max_batch: int = 32, batch_wait_ms: float = 2.0, max_body_mb: float = 64.0,
               max_rows: int = 4096, adapt: dict[str, Any] | None = None,
-              cpus_per_replica: float = 1.0) -> Any:
-    """The bound Ray Serve application for ``program_dir`` (``serve.run(build_app(...))``)."""
+              cpus_per_replica: float = 1.0, plain_onnx: str | os.PathLike[str] | None = None,
+              name: str = "eeopt") -> Any:
+    """The bound Ray Serve application for ``program_dir`` (``serve.run(build_app(...))``).
+    ``plain_onnx``: serve that model's last output instead, through the same front end (the
+    comparison without exits)."""
     path = str(Path(program_dir).resolve())
-    deployment = serve.deployment(name="eeopt", num_replicas=int(replicas),
+    deployment = serve.deployment(name=name, num_replicas=int(replicas),
                                   ray_actor_options={"num_cpus": float(cpus_per_replica)},
                                   max_ongoing_requests=max(8, 4 * int(max_batch)))(EEOptServer)
+    plain = None if plain_onnx is None else str(Path(plain_onnx).resolve())
     return deployment.bind(path, threads, max_batch, batch_wait_ms,
-                           int(max_body_mb * (1 << 20)), max_rows, adapt)
+                           int(max_body_mb * (1 << 20)), max_rows, adapt, plain)

@@ -48,7 +48,8 @@ def run_server(program_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
                batch_wait_ms: float = 2.0, max_body_mb: float = 64.0, max_rows: int = 4096,
                adapt: dict[str, Any] | None = None, address: str | None = None,
                num_cpus: int | None = None, temp_dir: str | None = None,
-               blocking: bool = True, ready: threading.Event | None = None) -> Any:
+               blocking: bool = True, ready: threading.Event | None = None,
+               plain_onnx: str | None = None) -> Any:
     """Serve ``program_dir`` at ``http://host:port/`` until SIGINT/SIGTERM (``blocking``), then
     shut Serve and Ray down; else return the application's DeploymentHandle."""
     manifest = load_manifest(Path(program_dir))  # a bad directory fails before Ray starts
@@ -61,6 +62,8 @@ def run_server(program_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
                     ("max-rows", max_rows)):
         if v < 1:
             raise UsageError(f"--{name} must be >= 1, got {v}")
+    if plain_onnx is not None and (adapt or not Path(plain_onnx).is_file()):
+        raise UsageError(f"--plain {plain_onnx}: give an existing ONNX file, without --adapt")
     if batch_wait_ms < 0 or max_body_mb <= 0:
         raise UsageError("--batch-wait-ms must be >= 0 and --max-body-mb > 0")
     ray = start_ray(address=address, num_cpus=num_cpus, temp_dir=temp_dir)
@@ -78,7 +81,7 @@ def run_server(program_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
         app = build_app(program_dir, replicas=replicas, threads=threads, max_batch=max_batch,
                         batch_wait_ms=batch_wait_ms, max_body_mb=max_body_mb,
                         max_rows=max_rows, adapt=adapt,
-                        cpus_per_replica=min(1.0, float(threads)))
+                        cpus_per_replica=min(1.0, float(threads)), plain_onnx=plain_onnx)
         handle = serve.run(app, name="eeopt", route_prefix="/", blocking=False)
         logger.info("serving %s at http://%s:%d/", program_dir, host, port)
         if not blocking:

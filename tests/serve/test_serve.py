@@ -73,11 +73,20 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     ray = start_ray(num_cpus=4, temp_dir=str(tmp_path_factory.mktemp("ray")))
     port = _free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    import onnx
+
+    from eeopt.frontend import export_torch
+
+    onnx.save(export_torch(T.make("longskip", 4), *T.example("longskip", 4, 0)),
+              d / "longskip.onnx")
     handles = {}
     for name, prog in progs.items():
         app = build_app(prog.path, max_batch=8, batch_wait_ms=50.0, max_body_mb=0.05,
                         max_rows=256, cpus_per_replica=0.25)
         handles[name] = serve.run(app, name=name, route_prefix=f"/{name}")
+    plain = build_app(progs["longskip"].path, plain_onnx=d / "longskip.onnx",
+                      cpus_per_replica=0.25, name="plain")
+    handles["plain"] = serve.run(plain, name="plain", route_prefix="/plain")
     yield {"progs": progs, "url": f"http://127.0.0.1:{port}", "handles": handles, "dir": d}
     serve.shutdown()
     ray.shutdown()
@@ -110,6 +119,16 @@ def test_a_round_trip_equals_eeopt_run(served: Any, tmp_path: Path) -> None:
                        (npy.getvalue(), "application/octet-stream")):
         status, out = _post(served["url"] + "/longskip", body, kind)
         assert status == 200 and out["exit"] == one.run(x1).exit.tolist()
+
+
+def test_the_plain_model_behind_the_same_front_end(served: Any) -> None:
+    prog = served["progs"]["longskip"]
+    x1 = T.example("longskip", 6, 9)[0].numpy()
+    status, out = _post(served["url"] + "/plain", json.dumps({"inputs": x1.tolist()}).encode())
+    final = prog.run(x1, thresholds=[float("inf")] * len(prog.thresholds))
+    assert status == 200 and out["exit"] == [prog.num_exits - 1] * 6
+    np.testing.assert_allclose(np.array(out["logits"], np.float32), final.logits, rtol=0,
+                               atol=1e-5)
 
 
 def test_the_handle_answers_as_http_does(served: Any) -> None:

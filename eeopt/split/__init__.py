@@ -3,8 +3,10 @@ edge server, with only the rows that did not exit crossing the link, compressed.
 
 So far: the codec for the crossing tensors (``eeopt.split.codec``): lossless (sparse layout +
 zstd) for low-entropy maps, int8 per channel + zstd for dense ones, the entropy threshold placed
-by ``calibrate_threshold`` where the fewest bytes fit an accuracy budget. Not yet: the planner,
-the gRPC edge, link adaptation (issue "Split computing").
+by ``calibrate_threshold`` where the fewest bytes fit an accuracy budget; and the split choice
+per bandwidth (``eeopt.split.plan``: expected latency of every split point, the bandwidths
+where the best one changes). Not yet: choosing exits and split jointly, the gRPC edge and the
+device half, link adaptation at run time (issue "Split computing").
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from eeopt.split.codec import (
     entropy_bits,
     tensor_stats,
 )
+from eeopt.split.plan import SplitCosts, boundaries, expected_ms, plan_split
 
-__all__ = ["CodecStats", "calibrate_threshold", "choose", "decode", "encode", "entropy_bits",
-           "tensor_stats"]
+__all__ = ["CodecStats", "SplitCosts", "boundaries", "calibrate_threshold", "choose", "decode",
+           "encode", "entropy_bits", "expected_ms", "plan_split", "tensor_stats"]

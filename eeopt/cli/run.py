@@ -114,7 +114,7 @@ def _run_ray(args: argparse.Namespace) -> int:
     start_ray()
     rows = score_files(args.program, files, out, batch_size=args.batch_size or 256,
                        concurrency=args.concurrency, threads=args.threads or 1,
-                       num_cpus=1.0)
+                       num_cpus=0.5)  # Ray Data's Parquet writes need a CPU too
     print(f"wrote {out}/: {rows} rows from {len(files)} file(s) as Parquet (row, exit, "
           "exit_name, logit_0...)")
     return 0

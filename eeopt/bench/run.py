@@ -33,7 +33,7 @@ from eeopt.passes import cut_to_outputs
 from eeopt.planning import PlannedCosts, Promise, ideal_and_predicted, loss_interval
 from eeopt.program import Manifest, sha256_file
 from eeopt.runtime import Program, configure_threads, fast_run, load, make_session
-from eeopt.runtime.base import trim_axis
+from eeopt.runtime.base import trim_to_longest
 
 __all__ = ["bare_stages", "plain_model_path", "run_bench"]
 
@@ -131,9 +131,7 @@ def run_bench(
 
     def run_plain(f: Mapping[str, np.ndarray]) -> object:
         if seq is not None:  # text: the plain network on the batch cut to its longest row,
-            longest = max(int(np.count_nonzero(f[seq.mask], axis=1).max()), 1)  # as anyone
-            f = {k: trim_axis(v, seq.axes[k], longest) if k in seq.axes else v  # would
-                 for k, v in f.items()}
+            f, _ = trim_to_longest(f, seq.mask, seq.axes)  # as anyone would
         return plain_run(plain_fetch, dict(f), None)[0]
 
     def run_program(f: Mapping[str, np.ndarray]) -> object:

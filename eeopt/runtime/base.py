@@ -135,6 +135,21 @@ def trim_axis(arr: np.ndarray, axis: int, length: int,
     return np.ascontiguousarray(arr[tuple(index)])
 
 
+def trim_to_longest(feeds: Mapping[str, np.ndarray], mask: str, axes: Mapping[str, int]
+                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """``feeds`` with every input in ``axes`` cut along its sequence axis to the longest row
+    (the nonzero count of ``mask``, at least 1; no copy when nothing is cut), and each row's
+    length."""
+    m = feeds[mask]
+    lengths = np.count_nonzero(m, axis=1)
+    longest = max(int(lengths.max()) if lengths.size else 1, 1)
+    out = feeds if isinstance(feeds, dict) else dict(feeds)
+    if longest < m.shape[1]:
+        out = {name: trim_axis(a, axes[name], longest) if name in axes else a
+               for name, a in feeds.items()}
+    return out, lengths
+
+
 class InputChecker:
     """``check_inputs`` with the specs compiled once: a fast path for the per-call check of a
     hot loop, which defers to ``check_inputs`` for the message when something is wrong."""

@@ -19,7 +19,7 @@ import numpy as np
 from eeopt.errors import ManifestError
 from eeopt.kernels.reference import NEVER
 from eeopt.program import Manifest, StageSpec, resolve_in_dir
-from eeopt.runtime.base import Inputs, Program, Result, StageCall, trim_axis
+from eeopt.runtime.base import Inputs, Program, Result, StageCall, trim_axis, trim_to_longest
 from eeopt.runtime.sessions import configure_threads, fast_run, make_session
 
 __all__ = ["OrtProgram", "load_ort"]
@@ -149,13 +149,7 @@ class OrtProgram(Program):
     def _trim_feeds(self, feeds: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray],
                                                                  np.ndarray]:
         """The inputs cut to their longest row, and each row's length (``trim_padding``)."""
-        mask = feeds[self._seq_mask]
-        lengths = np.count_nonzero(mask, axis=1)
-        longest = max(int(lengths.max()) if lengths.size else 1, 1)
-        if longest < mask.shape[1]:
-            feeds = {name: trim_axis(a, self._seq_axes[name], longest)
-                     if name in self._seq_axes else a for name, a in feeds.items()}
-        return feeds, lengths
+        return trim_to_longest(feeds, self._seq_mask, self._seq_axes)
 
     def _thresholds_changed(self) -> None:
         self._thr0 = [np.array(t, dtype=np.float32) for t in self._thresholds]

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from eeopt.errors import EEOptError
 from eeopt.online import AdaptiveProgram
 from eeopt.runtime import Result, load, make_session
-from eeopt.runtime.base import trim_axis
+from eeopt.runtime.base import trim_to_longest
 from eeopt.serve._request import (
     RequestError,
     check_feeds,
@@ -125,10 +125,7 @@ class _Plain:
 
     def run(self, feeds: dict[str, np.ndarray]) -> Result:
         if self.seq is not None:
-            mask, axes = self.seq
-            longest = max(int(np.count_nonzero(feeds[mask], axis=1).max()), 1)
-            feeds = {k: trim_axis(v, axes[k], longest) if k in axes else v
-                     for k, v in feeds.items()}
+            feeds, _ = trim_to_longest(feeds, *self.seq)
         z = np.asarray(self.session.run(self.fetch, feeds)[0], dtype=np.float32)
         return Result(z, np.full(z.shape[0], self.final, dtype=np.int64))
 

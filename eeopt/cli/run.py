@@ -12,7 +12,7 @@ from eeopt.cli.common import in_flags, load_arrays, positive_int, threshold_list
 from eeopt.errors import DataError, UsageError
 from eeopt.program import check_new_output, write_file
 from eeopt.runtime import load
-from eeopt.serve import input_files, score_files, start_ray
+from eeopt.serve import input_files, score_parts, start_ray
 
 __all__ = ["add_parser", "check_output", "run", "save_results"]
 
@@ -80,12 +80,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--concurrency applies to --ray")
     check_output(args.output)
     program = load(args.program, threads=args.threads, allow_native=args.allow_native)
-    data = load_arrays(args.input)
-    feeds = data if isinstance(data, dict) else {program.input_specs[0].name: data}
-    if not isinstance(data, dict) and len(program.input_specs) > 1:
-        names = ", ".join(s.name for s in program.input_specs)
-        raise DataError(f"the program has several inputs ({names}); pass an .npz with one "
-                        "array per input name")
+    feeds = _feeds(program, load_arrays(args.input))
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     bs = args.batch_size or max(n, 1)
     res = program.run_in_batches(feeds, bs, thresholds=args.thresholds, progress=n > bs,
@@ -99,6 +94,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feeds(program: Any, data: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
+    """``load_arrays``' result as the program's feeds (an ``.npy`` feeds a one-input program)."""
+    if isinstance(data, dict):
+        return data
+    if len(program.input_specs) > 1:
+        names = ", ".join(s.name for s in program.input_specs)
+        raise DataError(f"the program has several inputs ({names}); pass an .npz with one "
+                        "array per input name")
+    return {program.input_specs[0].name: data}
+
+
 def _run_ray(args: argparse.Namespace) -> int:
     """``eeopt run --ray``: Parquet shards in a new ``--output`` directory."""
     if args.thresholds is not None or args.no_buckets:
@@ -110,9 +116,10 @@ def _run_ray(args: argparse.Namespace) -> int:
     if not out.parent.is_dir():
         raise UsageError(f"{out.parent} does not exist: create it first")
     files = input_files(args.input)
-    load(args.program, threads=args.threads)  # a bad program fails before Ray starts
+    program = load(args.program, threads=args.threads)  # a bad program fails before Ray starts
+    parts = [(str(f), _feeds(program, load_arrays(str(f)))) for f in files]
     start_ray()
-    rows = score_files(args.program, files, out, batch_size=args.batch_size or 256,
+    rows = score_parts(args.program, parts, out, batch_size=args.batch_size or 256,
                        concurrency=args.concurrency, threads=args.threads or 1,
                        num_cpus=0.5)  # Ray Data's Parquet writes need a CPU too
     print(f"wrote {out}/: {rows} rows from {len(files)} file(s) as Parquet (row, exit, "

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from eeopt.serve import ROW, Scorer, map_batches, score_files, start_ray
+from eeopt.serve import ROW, Scorer, map_batches, score_parts, start_ray
 
-__all__ = ["ROW", "Scorer", "build_app", "map_batches", "score_files", "start_ray"]
+__all__ = ["ROW", "Scorer", "build_app", "map_batches", "score_parts", "start_ray"]
 
 
 def build_app(program_dir: str, **options: Any) -> Any:

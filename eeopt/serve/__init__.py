@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from eeopt.serve._data import ROW, Scorer, input_files, map_batches, score_files
+from eeopt.serve._data import ROW, Scorer, input_files, map_batches, score_parts
 from eeopt.serve._request import (
     RequestError,
     check_feeds,
@@ -34,7 +34,7 @@ from eeopt.serve._server import run_server, start_ray
 
 __all__ = ["ROW", "RequestError", "Scorer", "build_app", "check_feeds", "concat_requests",
            "input_files", "map_batches", "parse_request", "result_json", "run_server",
-           "score_files", "start_ray"]
+           "score_parts", "start_ray"]
 
 
 def __getattr__(name: str) -> Any:  # the Ray application loads on first use (it imports ray)

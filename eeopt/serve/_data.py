@@ -7,6 +7,7 @@ import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 from eeopt.errors import DataError, UsageError
 from eeopt.runtime import load
 
-__all__ = ["ROW", "Scorer", "input_files", "map_batches", "score_files"]
+__all__ = ["ROW", "Scorer", "input_files", "map_batches", "score_parts"]
 
 #: the id column every output row carries (the input's, or the row's position in the input)
 ROW = "row"
@@ -79,27 +80,23 @@ def input_files(spec: str) -> list[Path]:
     return files
 
 
-def score_files(program_dir: str | os.PathLike[str], files: list[Path], out: Path, *,
+def score_parts(program_dir: str | os.PathLike[str],
+                parts: Sequence[tuple[str, dict[str, np.ndarray]]], out: Path, *,
                 batch_size: int = 256, concurrency: int = 1, threads: int = 1,
                 num_cpus: float = 1.0) -> int:
-    """Score ``files`` on Ray Data and write Parquet shards to ``out`` (a new directory, made
-    whole or not at all); ``row`` numbers the rows across the files in order. Returns the
-    rows written."""
+    """Score ``parts`` (``(where from, feeds)``, e.g. one per input file) on Ray Data and
+    write Parquet shards to ``out`` (a new directory, made whole or not at all); ``row``
+    numbers the rows across the parts in order. Returns the rows written."""
     import ray
 
     program = load(program_dir)
     names = [s.name for s in program.input_specs]
     blocks = []
     start = 0
-    for f in files:
-        with np.load(f, allow_pickle=False) as z:
-            arrays = ({names[0]: z} if isinstance(z, np.ndarray) else {k: z[k] for k in z.files})
-        if isinstance(arrays.get(names[0]), np.ndarray) and len(names) > 1 and len(arrays) == 1:
-            raise DataError(f"{f}: the program has inputs {', '.join(names)}: give .npz files "
-                            "with one array per name")
+    for where, arrays in parts:
         missing = [n for n in names if n not in arrays]
         if missing:
-            raise DataError(f"{f} has no array {missing[0]!r}; the program reads "
+            raise DataError(f"{where} has no array {missing[0]!r}; the program reads "
                             + ", ".join(names))
         n = int(arrays[names[0]].shape[0])
         blocks.append({ROW: np.arange(start, start + n, dtype=np.int64),

@@ -272,6 +272,14 @@ def test_ray_data_scoring_equals_eeopt_run(served: Any, tmp_path: Path) -> None:
     assert table["exit_name"].tolist() == [prog.exit_names[k] for k in want.exit]
     assert main(["run", str(prog.path), "--input", str(tmp_path / "part*.npz"), "--output",
                  str(out), "--ray"]) == 2  # exists: refused, kept
+    one = served["progs"]["longskip"]  # .npy files feed a one-input program
+    xs = [T.example("longskip", n, 80 + i)[0].numpy() for i, n in enumerate((5, 9))]
+    for i, x1 in enumerate(xs):
+        np.save(tmp_path / f"one{i}.npy", x1)
+    assert main(["run", str(one.path), "--input", str(tmp_path / "one*.npy"), "--output",
+                 str(tmp_path / "scored1"), "--ray"]) == 0
+    t1 = pq.read_table(tmp_path / "scored1").to_pandas().sort_values("row")
+    assert t1["exit"].tolist() == one.run(np.concatenate(xs)).exit.tolist()
     ds = ray.data.from_items([{"row": 100 + i, names[0]: allx[names[0]][i],
                                names[1]: allx[names[1]][i]} for i in range(34)])
     got = sorted(eeopt.ray.map_batches(ds, prog.path, batch_size=16, num_cpus=0.25).take_all(),

@@ -146,15 +146,17 @@ class AdaptiveProgram:
         self.shadow_rows = 0
         self.shadow_seconds = 0.0
         self.dropped = 0
-        self._queue: deque[tuple[int, dict[str, np.ndarray], np.ndarray, int]] = deque()
+        # (feeds, [row ids; early answers], level served at)
+        self._queue: deque[tuple[dict[str, np.ndarray], np.ndarray, int]] = deque()
         self._reset_window()
 
     # ------------------------------------------------------------------ window
     def _reset_window(self) -> None:
         self._since = self.rows  # the window counts only rows served at the current level
-        self._batches: deque[tuple[int, int, int]] = deque()  # (last row, rows, early rows)
+        # (last row, rows, early rows); the oldest dropped past the memory cap
+        self._batches: deque[tuple[int, int, int]] = deque(maxlen=_MAX_MARKS)
         # (row, disagreed at the current level, then at each level above it, up to top)
-        self._marks: deque[tuple[int, np.ndarray]] = deque()
+        self._marks: deque[tuple[int, np.ndarray]] = deque(maxlen=_MAX_MARKS)
 
     def _window_start(self) -> int:
         """The window: the last ``window`` rows, reaching back (never past the last change) as
@@ -167,13 +169,6 @@ class AdaptiveProgram:
             start = self._since
         return max(start, self._since)
 
-    def _trim(self) -> None:
-        """Forget what is older than the change or the memory cap."""
-        while len(self._marks) > _MAX_MARKS:
-            self._marks.popleft()
-        while len(self._batches) > _MAX_MARKS:
-            self._batches.popleft()
-
     def estimate(self) -> dict[str, float]:
         """The window's rows, early share, shadowed and disagreeing rows, the loss estimate and
         its upper bound (points)."""
@@ -184,7 +179,6 @@ class AdaptiveProgram:
         """The estimate over the rows from ``start`` (default: the window) at ``up`` levels
         above the current one (replayed on the shadowed rows: the rows that leave early there
         are among those that left early here)."""
-        self._trim()
         start = self._window_start() if start is None else max(start, self._since)
         batches = [b for b in self._batches if b[0] >= start]
         rows = sum(b[1] for b in batches)
@@ -218,7 +212,7 @@ class AdaptiveProgram:
                 feeds = (x if isinstance(x, dict) else {self.program.input_specs[0].name: x})
                 rows = {k: np.ascontiguousarray(np.asarray(v)[pick]) for k, v in feeds.items()}
                 tagged = np.stack([first + pick, res.logits[pick].argmax(axis=1)])
-                self._queue.append((first, rows, tagged, level))
+                self._queue.append((rows, tagged, level))
                 while len(self._queue) > self.max_queue:
                     self._queue.popleft()
                     self.dropped += 1
@@ -233,7 +227,7 @@ class AdaptiveProgram:
             with self._lock:
                 if not self._queue:
                     break
-                _, feeds, tagged, level = self._queue.popleft()
+                feeds, tagged, level = self._queue.popleft()
             batches += 1
             t0 = time.perf_counter()
             if self._replay:  # every exit's logits: price this level and every one above

@@ -149,7 +149,6 @@ class EEOptServer:
         self.adaptive: AdaptiveProgram | None = None
         if adapt:
             self.adaptive = AdaptiveProgram(self.program, **adapt)
-            self._shadow_stop = threading.Event()
             threading.Thread(target=self._shadow_loop, daemon=True,
                              name="eeopt-shadow").start()
         self._run: Any = self.adaptive.run if self.adaptive is not None else self.program.run
@@ -159,7 +158,9 @@ class EEOptServer:
         self.answer.set_batch_wait_timeout_s(float(batch_wait_ms) / 1e3)  # type: ignore[attr-defined]
 
     def _shadow_loop(self) -> None:
-        while not self._shadow_stop.wait(0.05):
+        """Runs for the replica's life (a daemon thread, gone with the actor)."""
+        while True:
+            time.sleep(0.05)
             try:
                 assert self.adaptive is not None
                 self.adaptive.process_shadow()

@@ -44,7 +44,7 @@ class Scorer:
                 col = np.stack([np.asarray(v) for v in col])
             feeds[spec.name] = np.ascontiguousarray(col, dtype=np.dtype(spec.dtype))
         rows = next(iter(feeds.values())).shape[0]
-        res = self.program.run_in_batches(feeds, max(rows, 1))
+        res = self.program.run(feeds)
         out: dict[str, np.ndarray] = {
             ROW: np.asarray(batch[ROW]) if ROW in batch else np.arange(rows, dtype=np.int64),
             "exit": res.exit, "exit_name": self.exit_names[res.exit]}

@@ -247,18 +247,25 @@ class _Export:
         other = b.branch()
         else_out = (other.node("Identity", [logits], f"e{k}/else_logits"),
                     other.node("Identity", [exit_k], f"e{k}/else_exit"))
+        out = (f"e{k}/logits_out", f"e{k}/exit_out")
+        self._add_if(b, cond, out, f"e{k}/if", (then, then_out, f"stage{k}_rows_left"),
+                     (other, else_out, f"stage{k}_all_left"))
+        return out
+
+    def _add_if(self, b: _Builder, cond: str, out: tuple[str, str], name: str,
+                then: tuple[_Builder, tuple[str, str], str],
+                other: tuple[_Builder, tuple[str, str], str]) -> None:
+        """An ``If`` in scope ``b`` whose branches (scope, its (logits, exit) outputs, graph
+        name) each give ``logits [?, C]`` and ``exit [?]`` as ``out``."""
         c = self.m.num_classes
 
-        def graph(sub: _Builder, names: tuple[str, str], tag: str) -> Any:
-            return sub.graph(f"stage{k}_{tag}",
-                             [helper.make_tensor_value_info(names[0], 1, [None, c]),
-                              helper.make_tensor_value_info(names[1], 7, [None])])
+        def graph(branch: tuple[_Builder, tuple[str, str], str]) -> Any:
+            sub, names, tag = branch
+            return sub.graph(tag, [helper.make_tensor_value_info(names[0], 1, [None, c]),
+                                   helper.make_tensor_value_info(names[1], 7, [None])])
 
-        out = (f"e{k}/logits_out", f"e{k}/exit_out")
-        b.nodes.append(helper.make_node("If", [cond], list(out), name=f"e{k}/if",
-                                        then_branch=graph(then, then_out, "rows_left"),
-                                        else_branch=graph(other, else_out, "all_left")))
-        return out
+        b.nodes.append(helper.make_node("If", [cond], list(out), name=name,
+                                        then_branch=graph(then), else_branch=graph(other)))
 
     def build(self) -> Any:
         top = _Builder(self.opset)
@@ -285,14 +292,8 @@ class _Export:
                                 "e/empty_logits"),
                      empty.node("Identity", [empty.const("e/no_exit", np.zeros(0, np.int64))],
                                 "e/empty_exit"))
-
-        def graph(sub: _Builder, names: tuple[str, str], tag: str) -> Any:
-            return sub.graph(tag, [helper.make_tensor_value_info(names[0], 1, [None, c]),
-                                   helper.make_tensor_value_info(names[1], 7, [None])])
-
-        top.nodes.append(helper.make_node("If", [any_rows], [LOGITS, EXIT], name="e/if_rows",
-                                          then_branch=graph(run, run_out, "rows"),
-                                          else_branch=graph(empty, empty_out, "no_rows")))
+        self._add_if(top, any_rows, (LOGITS, EXIT), "e/if_rows", (run, run_out, "rows"),
+                     (empty, empty_out, "no_rows"))
         inputs = [helper.make_tensor_value_info(
             t.name, _NP_TO_ONNX[t.dtype],
             ["N" if i == t.batch_axis else d for i, d in enumerate(t.shape)])

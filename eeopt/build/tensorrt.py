@@ -24,10 +24,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from eeopt.build.verify import verify_exits
-from eeopt.errors import BackendUnavailableError, UnsupportedModelError, UsageError
-from eeopt.export import one_graph
+from eeopt.errors import BackendUnavailableError, UnsupportedModelError
+from eeopt.export import check_file_output, one_graph
 from eeopt.frontend import random_inputs
-from eeopt.program import load_manifest, save_manifest, sha256_file, write_dir
+from eeopt.program import load_manifest, save_manifest, sha256_file, write_dir, write_file
 from eeopt.runtime import OrtProgram, TrtProgram
 from eeopt.runtime.tensorrt import import_cuda_torch, import_trt
 
@@ -137,11 +137,7 @@ def build_one_engine(program_dir: str | os.PathLike[str], out: str | os.PathLike
     ``out`` whole or not at all. Inputs: the model's plus ``thresholds`` [K]; outputs
     ``logits`` and ``exit``. NOT YET RUN, like the rest of this backend: written against the
     TensorRT 10 API, never built on a GPU."""
-    out = Path(out)
-    if out.exists() and not force:
-        raise UsageError(f"{out} exists: pass --force to replace it, or choose another --out")
-    if not out.parent.is_dir():
-        raise UsageError(f"{out.parent} does not exist: create it first")
+    path = check_file_output(out, force=force)
     import_trt()  # one clear line without TensorRT, before the export's work
     manifest = load_manifest(Path(program_dir))
     if manifest.sequence is not None:
@@ -150,10 +146,4 @@ def build_one_engine(program_dir: str | os.PathLike[str], out: str | os.PathLike
                                     "cannot express; serve its one-graph ONNX instead")
     engine = build_engine(one_graph(program_dir).SerializeToString(), fp16=fp16,
                           profile=profile, batch_axes=manifest.batch_axes())
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(engine)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_file(path, engine)

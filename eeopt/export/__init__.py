@@ -14,6 +14,6 @@ their rows with ``ScatterND``; nested, to the final stage. Inputs: the model's i
 
 from __future__ import annotations
 
-from eeopt.export._onnx import THRESHOLDS, export_onnx, one_graph
+from eeopt.export._onnx import THRESHOLDS, check_file_output, export_onnx, one_graph
 
-__all__ = ["THRESHOLDS", "export_onnx", "one_graph"]
+__all__ = ["THRESHOLDS", "check_file_output", "export_onnx", "one_graph"]

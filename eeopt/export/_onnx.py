@@ -38,9 +38,17 @@ import onnx
 from onnx import helper, numpy_helper
 
 from eeopt.errors import UnsupportedModelError, UsageError
-from eeopt.program import Manifest, StageSpec, load_manifest, resolve_in_dir
+from eeopt.program import (
+    Manifest,
+    StageSpec,
+    check_new_output,
+    load_manifest,
+    resolve_in_dir,
+    write_file,
+)
 
-__all__ = ["THRESHOLDS", "LOGITS", "EXIT", "MIN_OPSET", "export_onnx", "one_graph"]
+__all__ = ["THRESHOLDS", "LOGITS", "EXIT", "MIN_OPSET", "check_file_output", "export_onnx",
+           "one_graph"]
 
 #: the graph input holding one threshold per gated exit (float32 [K])
 THRESHOLDS = "thresholds"
@@ -333,22 +341,22 @@ def one_graph(program_dir: str | os.PathLike[str], *, per_batch: bool = False) -
     return _Export(path, load_manifest(path), per_batch=per_batch).build()
 
 
+def check_file_output(out: str | os.PathLike[str], *, force: bool) -> Path:
+    """``out`` as a Path, once it is clear a single model file may be written there: not a
+    folder, its folder exists, and an existing file only with ``force`` (``check_new_output``)."""
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{{out}} {path} is a directory: give a file name such as "
+                         f"{path}/program.onnx")
+    if not path.parent.is_dir():
+        raise UsageError(f"{path.parent} does not exist: create it first")
+    return check_new_output(path, force=force, directory=False)
+
+
 def export_onnx(program_dir: str | os.PathLike[str], out: str | os.PathLike[str], *,
                 force: bool = False) -> Path:
     """Write ``program_dir`` as one ONNX model at ``out`` (written to a temporary file and
     renamed into place; an existing file is kept unless ``force``). Returns ``out``."""
-    out = Path(out)
-    if out.is_dir():
-        raise UsageError(f"--out {out} is a directory: give a file name such as {out}/program.onnx")
-    if out.exists() and not force:
-        raise UsageError(f"{out} exists: pass --force to replace it, or choose another --out")
-    if not out.parent.is_dir():
-        raise UsageError(f"{out.parent} does not exist: create it first")
+    path = check_file_output(out, force=force)
     model = one_graph(program_dir)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(model.SerializeToString())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    return write_file(path, model.SerializeToString())

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from eeopt.errors import DataError, UsageError
+from eeopt.program import write_dir
 from eeopt.runtime import load
 
 __all__ = ["ROW", "Scorer", "input_files", "map_batches", "score_parts"]
@@ -105,13 +104,7 @@ def score_parts(program_dir: str | os.PathLike[str],
     dataset = ray.data.from_arrow([_to_arrow(b) for b in blocks])
     scored = map_batches(dataset, program_dir, batch_size=batch_size, concurrency=concurrency,
                          threads=threads, num_cpus=num_cpus)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        scored.write_parquet(str(tmp))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    write_dir(out, lambda tmp: scored.write_parquet(str(tmp)))
     return start
 
 

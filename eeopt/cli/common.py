@@ -55,6 +55,15 @@ FLAGS = {
     "lr": "--lr",
     "alternate": "--alternate",
     "allow_native": "--allow-native",
+    "input": "--input",
+    "port": "--port",
+    "replicas": "--replicas",
+    "max_batch": "--max-batch",
+    "max_rows": "--max-rows",
+    "batch_wait_ms": "--batch-wait-ms",
+    "max_body_mb": "--max-body-mb",
+    "plain_onnx": "--plain",
+    "adapt": "--adapt",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

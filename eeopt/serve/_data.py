@@ -74,7 +74,7 @@ def input_files(spec: str) -> list[Path]:
     else:
         files = sorted(Path(f) for f in glob.glob(spec) if f.endswith((".npy", ".npz")))
     if not files:
-        raise UsageError(f"--input {spec} names no .npy or .npz file: give a directory or a "
+        raise UsageError(f"{{input}} {spec} names no .npy or .npz file: give a directory or a "
                          "glob such as 'data/*.npz'")
     return files
 

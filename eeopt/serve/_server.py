@@ -57,15 +57,16 @@ def run_server(program_dir: str | os.PathLike[str], *, host: str = "127.0.0.1",
         raise UsageError(f"eeopt serve runs onnxruntime programs; {program_dir} is "
                          f"{manifest.backend}")
     if not 0 < port < 65536:
-        raise UsageError(f"--port {port} is not a port number")
-    for name, v in (("replicas", replicas), ("max-batch", max_batch), ("threads", threads),
-                    ("max-rows", max_rows)):
+        raise UsageError(f"{{port}} {port} is not a port number")
+    for name, v in (("replicas", replicas), ("max_batch", max_batch), ("threads", threads),
+                    ("max_rows", max_rows)):
         if v < 1:
-            raise UsageError(f"--{name} must be >= 1, got {v}")
+            raise UsageError(f"{{{name}}} must be >= 1, got {v}")
     if plain_onnx is not None and (adapt or not Path(plain_onnx).is_file()):
-        raise UsageError(f"--plain {plain_onnx}: give an existing ONNX file, without --adapt")
+        raise UsageError(f"{{plain_onnx}} {plain_onnx}: give an existing ONNX file, without "
+                         "{adapt}")
     if batch_wait_ms < 0 or max_body_mb <= 0:
-        raise UsageError("--batch-wait-ms must be >= 0 and --max-body-mb > 0")
+        raise UsageError("{batch_wait_ms} must be >= 0 and {max_body_mb} > 0")
     ray = start_ray(address=address, num_cpus=num_cpus, temp_dir=temp_dir)
     from ray import serve
 

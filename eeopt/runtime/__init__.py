@@ -24,7 +24,15 @@ from pathlib import Path
 from eeopt.errors import ManifestError
 from eeopt.program import Manifest, load_manifest
 from eeopt.runtime.aoti import TorchProgram, load_aoti, load_torch
-from eeopt.runtime.base import InputChecker, Inputs, Program, Result, StageCall, check_inputs
+from eeopt.runtime.base import (
+    InputChecker,
+    Inputs,
+    Part,
+    Program,
+    Result,
+    StageCall,
+    check_inputs,
+)
 from eeopt.runtime.ort import OrtProgram, load_ort
 from eeopt.runtime.sessions import (
     configure_threads,
@@ -42,6 +50,7 @@ __all__ = [
     "Inputs",
     "Loader",
     "OrtProgram",
+    "Part",
     "Program",
     "Result",
     "StageCall",

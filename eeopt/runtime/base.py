@@ -19,7 +19,7 @@ from eeopt.errors import DataError, ManifestError, UsageError
 from eeopt.kernels.reference import check_run_threshold
 from eeopt.program import Manifest, TensorSpec
 
-__all__ = ["Inputs", "InputChecker", "Program", "Result", "StageCall", "check_inputs",
+__all__ = ["Inputs", "InputChecker", "Part", "Program", "Result", "StageCall", "check_inputs",
            "check_right_padding", "trim_axis"]
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
@@ -42,6 +42,21 @@ class Result(NamedTuple):
 
     def exit_counts(self, num_exits: int) -> np.ndarray:
         return np.bincount(self.exit, minlength=num_exits)
+
+
+class Part(NamedTuple):
+    """What running stages ``start..stop-1`` of a program leaves (``Program.run_stages``):
+    the half of a split run on one machine.
+
+    ``logits`` ``[N, C]`` and ``exit`` ``[N]`` hold each row that left at one of those
+    stages (``exit`` -1 and the logits unset for the rest); ``rows`` are the indices of the
+    rows that go on, in the order of ``carried``, which holds what stage ``stop`` reads, for
+    those rows only (empty when ``stop`` is the end or no row goes on)."""
+
+    logits: np.ndarray
+    exit: np.ndarray
+    rows: np.ndarray
+    carried: dict[str, np.ndarray]
 
 
 class StageCall(NamedTuple):
@@ -393,6 +408,45 @@ class Program(abc.ABC):
             logits[rows] = res.logits
             exits[rows] = res.exit
         return Result(logits, exits)
+
+    def carried_specs(self, stage: int) -> tuple[TensorSpec, ...]:
+        """What stage ``stage`` (> 0) and the stages after it read of what came before: the
+        tensors alive after stage ``stage - 1`` (graph inputs included), as a split run
+        sends them across."""
+        k = self.num_exits
+        if not 0 < stage < k:
+            raise UsageError(f"a split point is a stage in 1..{k - 1}, got {stage}")
+        specs: dict[str, TensorSpec] = {s.name: s for s in self.input_specs}
+        for st in self.manifest.stages:
+            specs.update({t.name: t for t in st.inputs + st.produces})
+        return tuple(specs[name] for name in self.manifest.stages[stage - 1].carry_after)
+
+    def run_stages(self, x: Any, start: int = 0, stop: int | None = None, *,
+                   thresholds: float | Sequence[float] | None = None) -> Part:
+        """Run stages ``start..stop-1`` (default: to the end) with per-sample exits: the
+        device's or the edge's half of a split run (``eeopt.split``). From ``start`` 0, ``x``
+        is the program's input; from a later stage, the tensors ``carried_specs(start)``
+        names, as an earlier ``run_stages(..., stop=start)`` left them. Running 0..s then
+        s..end gives each row the exit and logits ``run`` gives it."""
+        k = self.num_exits
+        stop = k if stop is None else stop
+        if not 0 <= start < stop <= k:
+            raise UsageError(f"stages {start}..{stop - 1} are not a range of the program's "
+                             f"0..{k - 1}")
+        if start == 0:
+            feeds, n = self._feeds(x)
+        else:
+            if not isinstance(x, Mapping):
+                raise DataError(f"a run from stage {start} takes a dict of the tensors "
+                                "carried to it (Program.carried_specs)")
+            feeds = dict(x)
+            n = check_inputs(self.carried_specs(start), feeds, what=f"stage {start}")
+        return self._run_part(feeds, n, thresholds, start, stop)
+
+    def _run_part(self, feeds: dict[str, Any], n: int,
+                  thresholds: float | Sequence[float] | None, start: int, stop: int) -> Part:
+        raise UsageError(f"backend {self.backend!r} programs cannot run a range of stages "
+                         "(split runs need an onnxruntime program)")
 
     @abc.abstractmethod
     def _run(self, feeds: dict[str, Any], n: int,

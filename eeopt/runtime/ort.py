@@ -19,7 +19,15 @@ import numpy as np
 from eeopt.errors import ManifestError
 from eeopt.kernels.reference import NEVER
 from eeopt.program import Manifest, StageSpec, resolve_in_dir
-from eeopt.runtime.base import Inputs, Program, Result, StageCall, trim_axis, trim_to_longest
+from eeopt.runtime.base import (
+    Inputs,
+    Part,
+    Program,
+    Result,
+    StageCall,
+    trim_axis,
+    trim_to_longest,
+)
 from eeopt.runtime.sessions import configure_threads, fast_run, make_session
 
 __all__ = ["OrtProgram", "load_ort"]
@@ -212,13 +220,40 @@ class OrtProgram(Program):
             return self._run_one(feeds, thr, 0)
         logits = np.empty((n, self.num_classes), dtype=np.float32)
         exits = np.empty((n,), dtype=np.int64)
-        if n == 0:
-            return Result(logits, exits)
-        live: dict[str, np.ndarray] = feeds
-        length = int(feeds[self._seq_mask].shape[1]) if lengths is not None else 0
+        if n:
+            self._loop(feeds, thr, lengths, logits, exits, 0, len(self._hot))
+        return Result(logits, exits)
+
+    def _run_part(self, feeds: dict[str, np.ndarray], n: int,
+                  thresholds: float | Sequence[float] | None, start: int, stop: int) -> Part:
+        thr = self._thr0 if thresholds is None else [
+            np.array(t, dtype=np.float32) for t in self.resolve_thresholds(thresholds)]
+        lengths = None
+        if self._trim and n and self._seq_mask in feeds:
+            feeds, lengths = self._trim_feeds(feeds)
+        logits = np.zeros((n, self.num_classes), dtype=np.float32)
+        exits = np.full((n,), -1, dtype=np.int64)
+        rows, carried = np.arange(0), {}
+        if n:
+            order, live = self._loop(feeds, thr, lengths, logits, exits, start, stop)
+            if live is not None:
+                rows = np.arange(n) if order is None else order
+                carried = live
+        return Part(logits, exits, rows, carried)
+
+    def _loop(self, live: dict[str, np.ndarray], thr: Sequence[np.ndarray],
+              lengths: np.ndarray | None, logits: np.ndarray, exits: np.ndarray, start: int,
+              stop: int) -> tuple[np.ndarray | None, dict[str, np.ndarray] | None]:
+        """Stages ``start..stop-1`` on ``live``'s rows (at least 2, or a part run), each
+        leaving row's logits and exit written into ``logits``/``exits`` at its original row.
+        Returns the rows that go on past ``stop`` (None: all of them) and what they carry,
+        or ``(None, None)`` when none does."""
+        length = int(live[self._seq_mask].shape[1]) if lengths is not None else 0
         order: np.ndarray | None = None  # original row of each remaining row; None = identity
+        hot = self._hot
         # the hot loop: everything per stage was worked out at load time (see _Hot)
-        for k, h in enumerate(self._hot):
+        for k in range(start, stop):
+            h = hot[k]
             sfeeds = {name: live[name] for name in h.inputs}
             if h.threshold is None:  # the final stage takes every row still here
                 out_logits = h.run(h.fetch, sfeeds, None)[0]
@@ -228,7 +263,7 @@ class OrtProgram(Program):
                 else:
                     logits[order] = out_logits
                     exits[order] = k
-                break
+                return None, None
             sfeeds[h.threshold] = thr[k]
             outs = h.run(h.fetch, sfeeds, None)
             out_logits, decision = outs[0], outs[1]
@@ -240,7 +275,7 @@ class OrtProgram(Program):
                     row = 0 if order is None else int(order[0])
                     logits[row] = out_logits[0]
                     exits[row] = k
-                    break
+                    return None, None
                 live = {t: live[t] for t, _ in h.compact}
                 continue
             leaving = np.flatnonzero(decision)
@@ -251,7 +286,7 @@ class OrtProgram(Program):
             logits[rows_out] = out_logits[leaving]
             exits[rows_out] = k
             if leaving.size == m:
-                break
+                return None, None
             keep = np.flatnonzero(~decision)
             order = keep if order is None else order[keep]
             if lengths is not None:  # trim_padding: cut to the longest row that remains
@@ -265,7 +300,7 @@ class OrtProgram(Program):
                             for t, ax in h.compact}
                     continue
             live = {t: _compact(live[t], keep, ax) for t, ax in h.compact}
-        return Result(logits, exits)
+        return order, live
 
     def _run_one(self, live: dict[str, np.ndarray], thr: Sequence[np.ndarray],
                  start: int) -> Result:

@@ -17,14 +17,15 @@ from typing import Any
 
 from eeopt.version import __version__
 
-__all__ = ["__version__", "adapt", "compile", "compile_cascade", "export_onnx", "load",
-           "Program", "Result"]
+__all__ = ["__version__", "adapt", "compile", "compile_cascade", "connect_edge", "export_onnx",
+           "load", "Program", "Result"]
 
 #: public name -> the module that defines it (imported on first use)
 _LAZY = {
     "adapt": "eeopt.online",
     "compile": "eeopt.compiler",
     "compile_cascade": "eeopt.cascade",
+    "connect_edge": "eeopt.split",
     "export_onnx": "eeopt.export",
     "load": "eeopt.runtime",
     "Program": "eeopt.runtime",

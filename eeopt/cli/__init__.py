@@ -15,7 +15,18 @@ import threading
 from collections.abc import Sequence
 from types import ModuleType
 
-from eeopt.cli import bench, cascade, compile, export, inspect, profile, run, serve, train
+from eeopt.cli import (
+    bench,
+    cascade,
+    compile,
+    edge,
+    export,
+    inspect,
+    profile,
+    run,
+    serve,
+    train,
+)
 from eeopt.cli.common import FLAGS, Parser
 from eeopt.errors import EEOptError, UsageError
 from eeopt.version import __version__
@@ -32,6 +43,8 @@ examples:
   eeopt inspect program/
   eeopt export program/ --format onnx --out program.onnx
   eeopt serve program/ --port 8000 --replicas 2
+  eeopt edge program/ --listen 0.0.0.0:50051        # and on the device:
+  eeopt run program/ --input x.npy --output out.npz --edge edge-host:50051
   eeopt train --data fashion-mnist --arch demo-cnn --objective consistency --epochs 3 --out run/
 """
 
@@ -39,7 +52,7 @@ examples:
 #: order ``eeopt --help`` lists them
 COMMANDS: dict[str, ModuleType] = {
     "compile": compile, "run": run, "profile": profile, "bench": bench, "cascade": cascade,
-    "train": train, "inspect": inspect, "export": export, "serve": serve,
+    "train": train, "inspect": inspect, "export": export, "serve": serve, "edge": edge,
 }
 
 

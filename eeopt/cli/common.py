@@ -64,6 +64,12 @@ FLAGS = {
     "max_body_mb": "--max-body-mb",
     "plain_onnx": "--plain",
     "adapt": "--adapt",
+    "listen": "--listen",
+    "max_request": "--max-request-mb",
+    "edge": "--edge",
+    "split": "--split",
+    "fallback": "--fallback",
+    "codec": "--codec",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -50,6 +50,24 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
     r.add_argument("--concurrency", type=positive_int, default=1, metavar="N",
                    help="--ray: workers in the actor pool, each loading the program once "
                    "(default 1)")
+    r.add_argument("--edge", default=None, metavar="HOST:PORT",
+                   help="split the run with the edge server there (`eeopt edge DIR --listen "
+                   "HOST:PORT` on the same program): the first stages run here, and only the "
+                   "rows that did not exit cross, coded; the split follows the program's split "
+                   "plan (`eeopt plan-split`) and the measured link, unless --split fixes it")
+    r.add_argument("--split", type=int, default=None, metavar="S",
+                   help="--edge: run stages 0..S-1 here and the rest on the edge (0 sends the "
+                   "input; the stage count never uses the edge), with the program's or "
+                   "--thresholds' thresholds")
+    r.add_argument("--fallback", choices=["local"], default=None,
+                   help="--edge: when the edge does not answer (after bounded retries), run "
+                   "the rest here instead of failing")
+    r.add_argument("--codec", choices=["auto", "lossless", "lossy"], default="auto",
+                   help="--edge: how carried tensors are coded: auto (by entropy against the "
+                   "split plan's calibrated threshold; lossless without a plan), lossless "
+                   "(bit-exact), or lossy (int8 per channel)")
+    r.add_argument("--edge-timeout", type=float, default=5.0, metavar="S",
+                   help="--edge: seconds per request before a retry (default 5; 2 retries)")
     r.add_argument("--allow-native", action="store_true",
                    help="also run programs whose stages hold native code (aoti, tensorrt), "
                    "which loading runs: only programs you trust")
@@ -78,13 +96,18 @@ def run(args: argparse.Namespace) -> int:
         return _run_ray(args)
     if args.concurrency != 1:
         raise UsageError("--concurrency applies to --ray")
+    if args.edge is None and (args.split is not None or args.fallback is not None):
+        raise UsageError("--split and --fallback apply with --edge")
     check_output(args.output)
     program = load(args.program, threads=args.threads, allow_native=args.allow_native)
     feeds = _feeds(program, load_arrays(args.input))
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     bs = args.batch_size or max(n, 1)
-    res = program.run_in_batches(feeds, bs, thresholds=args.thresholds, progress=n > bs,
-                                 buckets=False if args.no_buckets or bs >= n else None)
+    if args.edge is not None:
+        res = _run_split(program, feeds, n, bs, args)
+    else:
+        res = program.run_in_batches(feeds, bs, thresholds=args.thresholds, progress=n > bs,
+                                     buckets=False if args.no_buckets or bs >= n else None)
     all_logits, all_exits = res.logits, res.exit
     save_results(args.output, logits=all_logits.astype(np.float32), exit=all_exits)
     counts = np.bincount(all_exits, minlength=program.num_exits)
@@ -92,6 +115,38 @@ def run(args: argparse.Namespace) -> int:
                      for k, (name, c) in enumerate(zip(program.exit_names, counts, strict=True)))
     print(f"wrote {args.output}: {n} rows ({frac})")
     return 0
+
+
+def _run_split(program: Any, feeds: dict[str, np.ndarray], n: int, bs: int,
+               args: argparse.Namespace) -> Any:
+    """``eeopt run --edge``: batches of ``bs`` rows through an ``EdgeClient``."""
+    from eeopt.runtime import Result
+
+    if args.thresholds is not None and args.split is None:
+        raise UsageError("--thresholds with --edge needs --split (the split plan brings its "
+                         "own thresholds)")
+    client = program.connect_edge(args.edge, split=args.split, thresholds=args.thresholds,
+                                  fallback=args.fallback, codec=args.codec,
+                                  timeout_s=args.edge_timeout)
+    axes = program.manifest.batch_axes()
+    logits = np.empty((n, program.num_classes), np.float32)
+    exits = np.empty((n,), np.int64)
+    try:
+        for start in range(0, n, bs):
+            rows = np.arange(start, min(start + bs, n))
+            chunk = {k: v if axes.get(k, 0) is None else np.take(v, rows, axis=axes.get(k, 0))
+                     for k, v in feeds.items()}
+            r = client.run(chunk)
+            logits[start:start + bs], exits[start:start + bs] = r.logits, r.exit
+    finally:
+        client.close()
+    st = client.stats
+    split, _ = client.choice
+    print(f"split run with {args.edge}: {st['requests']} requests, {st['rows_sent']} rows "
+          f"crossed ({st['bytes_sent']:,} bytes sent), split at stage {split}"
+          + (f", {st['local_fallbacks']} run locally (edge down)" if st["local_fallbacks"]
+             else ""))
+    return Result(logits, exits)
 
 
 def _feeds(program: Any, data: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:

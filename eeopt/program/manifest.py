@@ -132,6 +132,9 @@ class Manifest:
     sequence: SequenceSpec | None = None
     """The sequence axis the runtime trims to the longest remaining row, if the model has one
     (optional: a runtime that does not trim computes the same)."""
+    split: dict[str, Any] | None = None
+    """Where to split the program between a device and an edge server, per link bandwidth
+    (``eeopt plan-split``; read by ``eeopt.split.SplitPlan``), if planned."""
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -162,6 +165,8 @@ class Manifest:
         d["plan"] = None if self.plan is None else self.plan.to_dict()
         if self.sequence is None:
             del d["sequence"]
+        if self.split is None:
+            del d["split"]
         return json.dumps(d, indent=2, sort_keys=False) + "\n"
 
 
@@ -318,7 +323,17 @@ def manifest_from_dict(d: Any) -> Manifest:
         settings=d.get("settings") or {},
         plan=None if d.get("plan") is None else PlanRecord.from_dict(d["plan"]),
         sequence=_sequence(d.get("sequence"), inputs, stages),
+        split=_split(d.get("split")),
     )
+
+
+def _split(d: Any) -> dict[str, Any] | None:
+    """The optional split plan: an object (``eeopt.split.SplitPlan`` checks its fields)."""
+    if d is None:
+        return None
+    if not isinstance(d, dict):
+        raise ManifestError("manifest: split must be an object; run eeopt plan-split again")
+    return d
 
 
 # ---------------------------------------------------------------------------- files

@@ -253,6 +253,7 @@ class Program(abc.ABC):
                     f"range for policy {s.gate.policy}: {rule}; recompile")  # type: ignore[union-attr]
         self._thresholds = np.array(manifest.thresholds, dtype=np.float32)
         self._trim = self.can_trim_padding
+        self._edges: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ properties
     @property
@@ -370,11 +371,33 @@ class Program(abc.ABC):
             check_right_padding(feeds, self.manifest.sequence.mask)  # type: ignore[union-attr]
         return feeds, n
 
-    def run(self, x: Any, *, thresholds: float | Sequence[float] | None = None) -> Result:
+    def run(self, x: Any, *, thresholds: float | Sequence[float] | None = None,
+            edge: str | None = None) -> Result:
         """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call
-        (a value above 1 disables a maxprob exit)."""
+        (a value above 1 disables a maxprob exit). ``edge`` (``host:port``): split the run
+        with the edge server there (``connect_edge``; its split and thresholds)."""
+        if edge is not None:
+            if thresholds is not None:
+                raise UsageError("a split run takes its thresholds from the split plan, or "
+                                 "from connect_edge(..., split=S, thresholds=...)")
+            client = self._edges.get(edge) or self.connect_edge(edge)
+            return client.run(x)  # type: ignore[no-any-return]
         feeds, n = self._feeds(x)
         return self._run(feeds, n, thresholds)
+
+    def connect_edge(self, edge: str, **options: Any) -> Any:
+        """Connect to the edge server at ``edge`` (``host:port``, ``eeopt edge``) for split
+        runs, and make it what ``run(x, edge=edge)`` uses: an ``eeopt.split.EdgeClient``
+        (options: ``split``, ``thresholds``, ``codec``, ``timeout_s``, ``retries``,
+        ``fallback="local"``, ``adapt``...; needs grpcio and zstandard)."""
+        from eeopt import connect_edge  # the package root: the runtime never imports grpc
+
+        client = connect_edge(self, edge, **options)
+        old = self._edges.pop(edge, None)
+        if old is not None:
+            old.close()
+        self._edges[edge] = client
+        return client
 
     def run_in_batches(self, x: Any, batch_size: int, *, buckets: bool | None = None,
                        thresholds: float | Sequence[float] | None = None,

@@ -194,11 +194,13 @@ class OrtProgram(Program):
             self._first = (h0.run, h0.fetch, lone[0], h0.threshold, (1, *lone[3]), lone[1])
 
     # ------------------------------------------------------------------ running
-    def run(self, x: Inputs, *, thresholds: float | Sequence[float] | None = None) -> Result:
+    def run(self, x: Inputs, *, thresholds: float | Sequence[float] | None = None,
+            edge: str | None = None) -> Result:
         """Run with per-sample exits. ``thresholds`` overrides the compiled ones for this call
-        (a value above 1 disables a maxprob exit)."""
+        (a value above 1 disables a maxprob exit); ``edge``: see ``Program.run``."""
         first = self._first
-        if first is not None and thresholds is None:  # one checked row (array or dict): hot
+        # one checked row (array or dict): hot
+        if first is not None and thresholds is None and edge is None:
             run, fetch, name, threshold, shape, dtype = first
             a = x if type(x) is np.ndarray else (
                 x.get(name) if type(x) is dict and len(x) == 1 else None)
@@ -207,7 +209,7 @@ class OrtProgram(Program):
                 if outs[1][0]:
                     return Result(outs[0], self._one[0][6].copy())
                 return self._run_one(self._after(0, {name: a}, outs), self._thr0, 1)
-        return super().run(x, thresholds=thresholds)
+        return super().run(x, thresholds=thresholds, edge=edge)
 
     def _run(self, feeds: dict[str, np.ndarray], n: int,
              thresholds: float | Sequence[float] | None) -> Result:

@@ -20,7 +20,18 @@ from eeopt.split.codec import (
     entropy_bits,
     tensor_stats,
 )
-from eeopt.split.plan import SplitCosts, boundaries, expected_ms, plan_split
+from eeopt.split.device import EdgeClient, LinkMonitor, SplitChooser, connect_edge
+from eeopt.split.edge import EdgeServer, serve_edge
+from eeopt.split.plan import (
+    SplitChoice,
+    SplitCosts,
+    SplitPlan,
+    boundaries,
+    expected_ms,
+    plan_split,
+)
 
-__all__ = ["CodecStats", "SplitCosts", "boundaries", "calibrate_threshold", "choose", "decode",
-           "encode", "entropy_bits", "expected_ms", "plan_split", "tensor_stats"]
+__all__ = ["CodecStats", "EdgeClient", "EdgeServer", "LinkMonitor", "SplitChoice",
+           "SplitChooser", "SplitCosts", "SplitPlan", "boundaries", "calibrate_threshold",
+           "choose", "connect_edge", "decode", "encode", "entropy_bits", "expected_ms",
+           "plan_split", "serve_edge", "tensor_stats"]

@@ -19,10 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from eeopt.errors import UsageError
+from eeopt.errors import ManifestError, UsageError
 
-__all__ = ["SplitCosts", "boundaries", "expected_ms", "plan_split"]
+__all__ = ["SplitChoice", "SplitCosts", "SplitPlan", "boundaries", "expected_ms", "plan_split"]
 
 
 @dataclass(frozen=True)
@@ -102,3 +103,110 @@ def boundaries(c: SplitCosts, rtt_ms: float, lo_bps: float = 1e5, hi_bps: float 
             out.append((y, cur))
             prev = cur
     return out
+
+
+@dataclass(frozen=True)
+class SplitChoice:
+    """One way to run split: the split stage, the thresholds of every gated exit (an exit
+    the plan drops has its policy's never-fire value) and what it costs (``costs``)."""
+
+    split: int
+    thresholds: tuple[float, ...]
+    costs: SplitCosts
+    lossy_cost_pp: float = 0.0
+    """The codec's measured accuracy cost at this split, inside the budget."""
+
+    def expected_ms(self, bandwidth_bps: float, rtt_ms: float) -> float:
+        return expected_ms(self.costs, self.split, bandwidth_bps, rtt_ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"split": self.split, "thresholds": list(self.thresholds),
+                "device_ms": list(self.costs.device_ms), "reach": list(self.costs.reach),
+                "bytes": list(self.costs.bytes), "edge_speedup": self.costs.edge_speedup,
+                "lossy_cost_pp": self.lossy_cost_pp}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SplitChoice:
+        return cls(int(d["split"]), tuple(float(t) for t in d["thresholds"]),
+                   SplitCosts(tuple(map(float, d["device_ms"])), tuple(map(float, d["reach"])),
+                              tuple(map(float, d["bytes"])), float(d["edge_speedup"])),
+                   float(d.get("lossy_cost_pp", 0.0)))
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """What ``eeopt plan-split`` chose and the manifest keeps (``split``): the candidate
+    choices, the link's RTT they were priced at, the codec's entropy threshold per split
+    stage (None: lossless), the choice to start with (``default``) and the table printed per
+    bandwidth. ``best(bw)`` is the choice with the lowest expected latency at ``bw``."""
+
+    choices: tuple[SplitChoice, ...]
+    rtt_ms: float
+    codec_bits: tuple[float | None, ...]
+    default: int = 0
+    budget_pp: float = 0.0
+    table: tuple[dict[str, Any], ...] = ()
+    info: dict[str, Any] | None = None
+
+    def best(self, bandwidth_bps: float) -> int:
+        lat = [c.expected_ms(bandwidth_bps, self.rtt_ms) for c in self.choices]
+        return min(range(len(lat)), key=lambda i: (lat[i], -self.choices[i].split))
+
+    def codec_threshold(self, split: int) -> float | None:
+        return self.codec_bits[split] if 0 <= split < len(self.codec_bits) else None
+
+    def boundaries(self, lo_bps: float = 1e5, hi_bps: float = 1e10, steps: int = 400
+                   ) -> list[tuple[float, int]]:
+        """``(bandwidth, choice)`` where the best choice changes (log grid, bisected)."""
+        import math
+
+        grid = [lo_bps * (hi_bps / lo_bps) ** (i / steps) for i in range(steps + 1)]
+        out: list[tuple[float, int]] = []
+        prev = self.best(grid[0])
+        for a, b in zip(grid, grid[1:], strict=False):
+            cur = self.best(b)
+            if cur != prev:
+                x, y = a, b
+                while y / x > 1.001:
+                    m = math.sqrt(x * y)
+                    if self.best(m) == prev:
+                        x = m
+                    else:
+                        y = m
+                out.append((y, cur))
+                prev = cur
+        return out
+
+    def to_record(self) -> dict[str, Any]:
+        return {"rtt_ms": self.rtt_ms, "budget_pp": self.budget_pp, "default": self.default,
+                "codec_bits": list(self.codec_bits),
+                "choices": [c.to_dict() for c in self.choices],
+                "boundaries": [[bw, c] for bw, c in self.boundaries()],
+                "table": list(self.table), "info": self.info or {}}
+
+    @classmethod
+    def from_record(cls, d: Any, num_stages: int, num_gated: int) -> SplitPlan:
+        """The manifest's ``split`` record, checked against the program (``ManifestError``
+        naming what is wrong)."""
+        try:
+            plan = cls(tuple(SplitChoice.from_dict(c) for c in d["choices"]),
+                       float(d["rtt_ms"]),
+                       tuple(None if b is None else float(b) for b in d["codec_bits"]),
+                       int(d.get("default", 0)), float(d.get("budget_pp", 0.0)),
+                       tuple(d.get("table", ())), dict(d.get("info") or {}))
+        except (KeyError, TypeError, ValueError, UsageError) as exc:
+            raise ManifestError(f"manifest: the split plan is malformed ({exc}); run eeopt "
+                                "plan-split again") from None
+        bad = [c for c in plan.choices if not 0 <= c.split <= num_stages
+               or len(c.thresholds) != num_gated or len(c.costs.device_ms) != num_stages]
+        if not plan.choices or bad or not 0 <= plan.default < len(plan.choices):
+            raise ManifestError("manifest: the split plan does not fit this program's stages; "
+                                "run eeopt plan-split again")
+        return plan
+
+    @classmethod
+    def of_manifest(cls, manifest: Any) -> SplitPlan | None:
+        record = getattr(manifest, "split", None)
+        if not record:
+            return None
+        return cls.from_record(record, manifest.num_exits, manifest.num_exits - 1)

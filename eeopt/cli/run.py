@@ -11,7 +11,7 @@ import numpy as np
 from eeopt.cli.common import in_flags, load_arrays, positive_int, threshold_list
 from eeopt.errors import DataError, UsageError
 from eeopt.program import check_new_output, write_file
-from eeopt.runtime import load
+from eeopt.runtime import Result, load
 from eeopt.serve import input_files, score_parts, start_ray
 
 __all__ = ["add_parser", "check_output", "run", "save_results"]
@@ -120,8 +120,6 @@ def run(args: argparse.Namespace) -> int:
 def _run_split(program: Any, feeds: dict[str, np.ndarray], n: int, bs: int,
                args: argparse.Namespace) -> Any:
     """``eeopt run --edge``: batches of ``bs`` rows through an ``EdgeClient``."""
-    from eeopt.runtime import Result
-
     if args.thresholds is not None and args.split is None:
         raise UsageError("--thresholds with --edge needs --split (the split plan brings its "
                          "own thresholds)")

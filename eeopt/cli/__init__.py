@@ -22,6 +22,7 @@ from eeopt.cli import (
     edge,
     export,
     inspect,
+    plan_split,
     profile,
     run,
     serve,
@@ -43,6 +44,7 @@ examples:
   eeopt inspect program/
   eeopt export program/ --format onnx --out program.onnx
   eeopt serve program/ --port 8000 --replicas 2
+  eeopt plan-split program/ --calib fashion-mnist:calib --edge-speedup 4 --rtt-ms 20
   eeopt edge program/ --listen 0.0.0.0:50051        # and on the device:
   eeopt run program/ --input x.npy --output out.npz --edge edge-host:50051
   eeopt train --data fashion-mnist --arch demo-cnn --objective consistency --epochs 3 --out run/
@@ -52,7 +54,8 @@ examples:
 #: order ``eeopt --help`` lists them
 COMMANDS: dict[str, ModuleType] = {
     "compile": compile, "run": run, "profile": profile, "bench": bench, "cascade": cascade,
-    "train": train, "inspect": inspect, "export": export, "serve": serve, "edge": edge,
+    "train": train, "inspect": inspect, "export": export, "serve": serve,
+    "plan-split": plan_split, "edge": edge,
 }
 
 

@@ -70,6 +70,7 @@ FLAGS = {
     "split": "--split",
     "fallback": "--fallback",
     "codec": "--codec",
+    "device_ms": "--device-ms",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -89,7 +89,8 @@ def _lossy(x: np.ndarray) -> tuple[bytes, list[float], int]:
 
 
 def encode(tensors: Mapping[str, np.ndarray], methods: Mapping[str, str]) -> bytes:
-    """One frame holding every tensor, each coded by its method (``lossless``/``lossy``)."""
+    """One frame holding every tensor, each coded by its method (``lossless``/``lossy``, or
+    ``raw``: its bytes with no coder at all, as plain offloading sends an input)."""
     zstd = _zstd()
     cctx = zstd.ZstdCompressor(level=_LEVEL)
     header: list[dict[str, Any]] = []
@@ -102,6 +103,9 @@ def encode(tensors: Mapping[str, np.ndarray], methods: Mapping[str, str]) -> byt
         if method == "lossy" and x.dtype.kind == "f":
             raw, scales, axis = _lossy(x)
             entry.update(scales=scales, axis=axis, layout="int8")
+        elif method == "raw":  # the bytes as they are, no coder: what plain offloading sends
+            raw = x.reshape(-1).tobytes()
+            entry.update(layout="dense", coder="none")
         elif method == "lossless":
             flat = x.reshape(-1)
             zeros = int(flat.size - np.count_nonzero(flat))
@@ -114,7 +118,7 @@ def encode(tensors: Mapping[str, np.ndarray], methods: Mapping[str, str]) -> byt
                 entry.update(layout="dense")
         else:
             raise DataError(f"tensor {name!r}: unknown codec method {method!r}")
-        data = cctx.compress(raw)
+        data = raw if method == "raw" else cctx.compress(raw)
         entry.update(raw_bytes=len(raw), bytes=len(data))
         header.append(entry)
         payloads.append(data)
@@ -157,7 +161,8 @@ def decode(frame: bytes, *, max_bytes: int = 1 << 30) -> dict[str, np.ndarray]:
         if len(data) != int(e["bytes"]):
             raise DataError(f"tensor {e['name']!r}: the frame is truncated")
         try:
-            raw = dctx.decompress(data, max_output_size=int(e["raw_bytes"]))
+            raw = data if e.get("coder") == "none" else dctx.decompress(
+                data, max_output_size=int(e["raw_bytes"]))
         except zstd.ZstdError as exc:
             raise DataError(f"tensor {e['name']!r}: corrupt payload ({exc})") from None
         if len(raw) != int(e["raw_bytes"]):

@@ -48,7 +48,7 @@ __all__ = ["EdgeClient", "LinkMonitor", "SplitChooser", "connect_edge"]
 
 logger = logging.getLogger(__name__)
 
-CODECS = ("auto", "lossless", "lossy")
+CODECS = ("auto", "lossless", "lossy", "raw")
 
 
 class LinkMonitor:
@@ -139,8 +139,8 @@ class EdgeClient:
     ``split``: a fixed split stage (0 = send the input; ``num_exits`` = never use the edge)
     with ``thresholds``; default: the program's split plan (``eeopt plan-split``), moved with
     the measured link unless ``adapt`` is off. ``codec``: ``auto`` (each tensor by its
-    entropy against the plan's calibrated threshold; lossless without a plan), ``lossless``
-    or ``lossy``. ``added_rtt_ms``: a delay added to every exchange, to emulate a link's RTT
+    entropy against the plan's calibrated threshold; lossless without a plan), ``lossless``,
+    ``lossy``, or ``raw`` (no coder: plain offloading's baseline). ``added_rtt_ms``: a delay added to every exchange, to emulate a link's RTT
     where the kernel has no netem (benchmarks; the monitor measures it as link time)."""
 
     def __init__(self, program: Program, edge: str, *, split: int | None = None,

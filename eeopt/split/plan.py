@@ -17,6 +17,7 @@ the best split changes are what a link-adaptive device watches (``boundaries``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -85,8 +86,6 @@ def boundaries(c: SplitCosts, rtt_ms: float, lo_bps: float = 1e5, hi_bps: float 
                steps: int = 400) -> list[tuple[float, int]]:
     """``(bandwidth, split)`` where the best split changes, scanning ``lo..hi`` on a log grid
     (then bisected to 0.1%): the link-adaptive device's switching points."""
-    import math
-
     grid = [lo_bps * (hi_bps / lo_bps) ** (i / steps) for i in range(steps + 1)]
     out: list[tuple[float, int]] = []
     prev = plan_split(c, grid[0], rtt_ms)[0]
@@ -103,6 +102,16 @@ def boundaries(c: SplitCosts, rtt_ms: float, lo_bps: float = 1e5, hi_bps: float 
             out.append((y, cur))
             prev = cur
     return out
+
+
+def _finite(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _finite(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite(x) for x in v]
+    return v
 
 
 @dataclass(frozen=True)
@@ -158,8 +167,6 @@ class SplitPlan:
     def boundaries(self, lo_bps: float = 1e5, hi_bps: float = 1e10, steps: int = 400
                    ) -> list[tuple[float, int]]:
         """``(bandwidth, choice)`` where the best choice changes (log grid, bisected)."""
-        import math
-
         grid = [lo_bps * (hi_bps / lo_bps) ** (i / steps) for i in range(steps + 1)]
         out: list[tuple[float, int]] = []
         prev = self.best(grid[0])
@@ -178,11 +185,12 @@ class SplitPlan:
         return out
 
     def to_record(self) -> dict[str, Any]:
-        return {"rtt_ms": self.rtt_ms, "budget_pp": self.budget_pp, "default": self.default,
+        """The manifest's ``split`` (strict JSON: a non-finite number becomes null)."""
+        return _finite({"rtt_ms": self.rtt_ms, "budget_pp": self.budget_pp, "default": self.default,
                 "codec_bits": list(self.codec_bits),
                 "choices": [c.to_dict() for c in self.choices],
                 "boundaries": [[bw, c] for bw, c in self.boundaries()],
-                "table": list(self.table), "info": self.info or {}}
+                "table": list(self.table), "info": self.info or {}})
 
     @classmethod
     def from_record(cls, d: Any, num_stages: int, num_gated: int) -> SplitPlan:

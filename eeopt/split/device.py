@@ -3,10 +3,10 @@ an edge server (``eeopt.split.edge``) with their row ids and carried tensors, co
 (``eeopt.split.codec``), and their exits merged back in the original row order.
 
 The link is measured as it goes (``LinkMonitor``: the RTT of ``Hello`` exchanges, the
-bandwidth of every request and of a probe when no request crossed lately), and the split
-follows it (``SplitChooser``): among the planned choices (``SplitPlan``), the one with the
-lowest expected latency at the measured bandwidth, moved only after ``patience`` estimates
-past a boundary by more than ``hysteresis`` (no flapping).
+bandwidth of every request, and of a background probe when no request crossed lately), and
+the split follows it (``SplitChooser``): among the planned choices (``SplitPlan``), the one
+with the lowest expected latency at the measured bandwidth, moved only after ``patience``
+estimates past a boundary by more than ``hysteresis`` (no flapping).
 
 Calls are bounded: each has ``timeout_s``; an edge that does not answer is retried
 ``retries`` times with a short backoff. Then, with ``fallback="local"``, the device runs the
@@ -140,14 +140,15 @@ class EdgeClient:
     with ``thresholds``; default: the program's split plan (``eeopt plan-split``), moved with
     the measured link unless ``adapt`` is off. ``codec``: ``auto`` (each tensor by its
     entropy against the plan's calibrated threshold; lossless without a plan), ``lossless``,
-    ``lossy``, or ``raw`` (no coder: plain offloading's baseline). ``added_rtt_ms``: a delay added to every exchange, to emulate a link's RTT
-    where the kernel has no netem (benchmarks; the monitor measures it as link time)."""
+    ``lossy``, or ``raw`` (no coder: plain offloading's baseline). ``added_rtt_ms``: a delay
+    added to every exchange, to emulate a link's RTT where the kernel has no netem
+    (benchmarks; the monitor measures it as link time)."""
 
     def __init__(self, program: Program, edge: str, *, split: int | None = None,
                  thresholds: Sequence[float] | None = None, codec: str = "auto",
                  timeout_s: float = 5.0, retries: int = 2, fallback: str | None = None,
                  adapt: bool = True, hysteresis: float = 0.25, patience: int = 3,
-                 probe_every_s: float = 1.0, probe_bytes: int = 32 << 10,
+                 probe_every_s: float = 1.0, probe_bytes: int = 64 << 10,
                  added_rtt_ms: float = 0.0, max_request_bytes: int = DEFAULT_MAX_REQUEST
                  ) -> None:
         if ":" not in edge:
@@ -187,7 +188,9 @@ class EdgeClient:
         self.stats = {"requests": 0, "rows_sent": 0, "bytes_sent": 0, "bytes_received": 0,
                       "local_fallbacks": 0, "probes": 0}
         self._last_exchange = 0.0
+        self._seen = 0
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._channel = self.grpc.insecure_channel(
             edge, options=[("grpc.max_send_message_length", max_request_bytes),
                            ("grpc.max_receive_message_length", 1 << 30)])
@@ -200,6 +203,11 @@ class EdgeClient:
             if fallback != "local":
                 self.close()
                 raise
+        self._prober: threading.Thread | None = None
+        if self.chooser is not None and probe_every_s > 0:
+            self._prober = threading.Thread(target=self._probe_loop, name="eeopt-edge-probe",
+                                            daemon=True)
+            self._prober.start()
 
     # ------------------------------------------------------------------ choice
     @property
@@ -267,19 +275,27 @@ class EdgeClient:
             self.monitor.add_rtt(call.seconds - call.edge_ms / 1e3)
         return info  # type: ignore[no-any-return]
 
-    def _adapt(self) -> None:
-        """Measure the link when no request crossed lately, then let the chooser move."""
-        if self.chooser is None:
-            return
-        now = time.monotonic()
-        if now - self._last_exchange >= self.probe_every_s:
+    def _probe_loop(self) -> None:
+        """The background prober: when no exchange crossed for ``probe_every_s``, time a
+        ``Hello`` (the RTT) and a padded one (the bandwidth), sized to take about an RTT at
+        the last estimate (4 KB to 64 KB), so that a slow link is not flooded."""
+        while not self._closing.wait(self.probe_every_s / 4):
+            if time.monotonic() - self._last_exchange < self.probe_every_s:
+                continue
+            bw = self.monitor.bandwidth_bps or 8.0 * self.probe_bytes / 0.02
+            rtt = (self.monitor.rtt_ms or 20.0) / 1e3
+            size = int(min(max(bw * rtt / 8.0, 4096), self.probe_bytes))
             try:
                 self.hello()
-                self.hello(probe=self.probe_bytes)
-            except BackendUnavailableError:
-                if self.fallback != "local":
-                    raise
-                self._last_exchange = now  # try again after another probe interval
+                self.hello(probe=size)
+            except Exception:  # noqa: BLE001 - an edge that is down is retried next time
+                self._last_exchange = time.monotonic()
+
+    def _adapt(self) -> None:
+        """Let the chooser move on each new link estimate."""
+        if self.chooser is None or self.monitor.samples == self._seen:
+            return
+        self._seen = self.monitor.samples
         bw = self.monitor.bandwidth_bps
         if bw is not None:
             self.chooser.update(bw)
@@ -345,6 +361,9 @@ class EdgeClient:
         return out["logits"], out["exit"]
 
     def close(self) -> None:
+        self._closing.set()
+        if getattr(self, "_prober", None) is not None:
+            self._prober.join(timeout=5)  # type: ignore[union-attr]
         self._channel.close()
 
     def __enter__(self) -> EdgeClient:

@@ -122,7 +122,7 @@ def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.
         device = tuple(_time_stages(program, _rows(feeds, np.arange(1), axes), time_s))
         source = "each stage's call on one row, timed on this machine (median)"
     else:
-        device, source = tuple(float(v) for v in device_ms), "given ({device_ms})"
+        device, source = tuple(float(v) for v in device_ms), "given"
     sample = np.linspace(0, n - 1, min(frame_rows, n)).astype(np.int64)
 
     def frame_bytes(split: int, methods: Callable[[dict[str, np.ndarray]], dict[str, str]]

@@ -3,10 +3,10 @@ an edge server (``eeopt.split.edge``) with their row ids and carried tensors, co
 (``eeopt.split.codec``), and their exits merged back in the original row order.
 
 The link is measured as it goes (``LinkMonitor``: the RTT of ``Hello`` exchanges, the
-bandwidth of every request, and of a background probe when no request crossed lately), and
-the split follows it (``SplitChooser``): among the planned choices (``SplitPlan``), the one
-with the lowest expected latency at the measured bandwidth, moved only after ``patience``
-estimates past a boundary by more than ``hysteresis`` (no flapping).
+bandwidth of every request and of a periodic background probe), and the split follows it
+(``SplitChooser``): among the planned choices (``SplitPlan``), the one with the lowest
+expected latency at the measured bandwidth, moved only after ``patience`` estimates past a
+boundary by more than ``hysteresis`` (no flapping).
 
 Calls are bounded: each has ``timeout_s``; an edge that does not answer is retried
 ``retries`` times with a short backoff. Then, with ``fallback="local"``, the device runs the
@@ -54,31 +54,38 @@ CODECS = ("auto", "lossless", "lossy", "raw")
 class LinkMonitor:
     """The link as recent exchanges saw it: ``rtt_ms`` is the fastest of the last ``window``
     small exchanges; ``bandwidth_bps`` the median of the last ``window`` transfers, each
-    ``8 * bytes / (seconds - rtt)`` (the edge's own compute time taken out first)."""
+    ``8 * bytes / (seconds - rtt)`` (the edge's own compute time taken out first).
+
+    A transfer whose wire time is under a quarter of the RTT is too short to measure: it only
+    says the link is at least ``8 * bytes / (rtt / 4)`` fast, which counts when it is above the
+    current estimate (the estimate was too low) and is dropped otherwise."""
 
     def __init__(self, window: int = 5) -> None:
         self._rtt: deque[float] = deque(maxlen=window)
         self._bw: deque[float] = deque(maxlen=window)
         self.samples = 0
+        self.last_bps: float | None = None
 
     def add_rtt(self, seconds: float) -> None:
         self._rtt.append(seconds)
 
     def add_transfer(self, nbytes: int, seconds: float) -> float | None:
         """Record a transfer; returns its bandwidth sample (None before any RTT is known, or
-        for a transfer too small to tell from the RTT's noise)."""
+        when it is too short to say more than the estimate already does)."""
         if not self._rtt:
             return None
         rtt = min(self._rtt)
-        wire = seconds - rtt
-        if wire < 0.05 * rtt or wire <= 0:
-            bw = 8.0 * nbytes / max(0.05 * rtt, 1e-4)  # at least this fast: a lower bound
-            if self._bw and bw < max(self._bw):
+        wire, floor = seconds - rtt, max(0.25 * rtt, 1e-4)
+        if wire < floor:
+            bw = 8.0 * nbytes / floor
+            current = self.bandwidth_bps
+            if current is not None and bw <= current:
                 return None
         else:
             bw = 8.0 * nbytes / wire
         self._bw.append(bw)
         self.samples += 1
+        self.last_bps = bw
         return bw
 
     @property
@@ -119,7 +126,7 @@ class SplitChooser:
             self._candidate, self._votes = want, 0
         self._votes += 1
         if self._votes >= self.patience:
-            self.moves.append((time.monotonic(), self.current, want))
+            self.moves.append((time.time(), self.current, want))
             logger.info("link at %.3g bit/s: split moves from choice %d to %d",
                         bandwidth_bps, self.current, want)
             self.current, self._votes = want, 0
@@ -187,7 +194,6 @@ class EdgeClient:
         self.monitor = LinkMonitor()
         self.stats = {"requests": 0, "rows_sent": 0, "bytes_sent": 0, "bytes_received": 0,
                       "local_fallbacks": 0, "probes": 0}
-        self._last_exchange = 0.0
         self._seen = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -234,7 +240,6 @@ class EdgeClient:
                 seconds = time.perf_counter() - t0
                 edge_ms = float(dict(call.trailing_metadata() or ()).get(EDGE_MS, 0.0))
                 self.edge_up = True
-                self._last_exchange = time.monotonic()
                 return _Call(resp, seconds, edge_ms)
             except g.RpcError as exc:
                 code = exc.code()
@@ -276,20 +281,20 @@ class EdgeClient:
         return info  # type: ignore[no-any-return]
 
     def _probe_loop(self) -> None:
-        """The background prober: when no exchange crossed for ``probe_every_s``, time a
-        ``Hello`` (the RTT) and a padded one (the bandwidth), sized to take about an RTT at
-        the last estimate (4 KB to 64 KB), so that a slow link is not flooded."""
-        while not self._closing.wait(self.probe_every_s / 4):
-            if time.monotonic() - self._last_exchange < self.probe_every_s:
-                continue
-            bw = self.monitor.bandwidth_bps or 8.0 * self.probe_bytes / 0.02
+        """The background prober: every ``probe_every_s``, time a ``Hello`` (the RTT) and a
+        padded one (the bandwidth), sized to take about an RTT at the last sample (4 KB up to
+        ``probe_bytes``), so that a slow link is not flooded. Requests measure the link too,
+        but a small one may pass a shaper's burst untouched: the probe keeps the estimate
+        honest (at 1 Mbit/s and a 20 ms RTT it takes about 3% of the link)."""
+        while not self._closing.wait(self.probe_every_s):
+            bw = self.monitor.last_bps or 8.0 * self.probe_bytes / 0.02
             rtt = (self.monitor.rtt_ms or 20.0) / 1e3
             size = int(min(max(bw * rtt / 8.0, 4096), self.probe_bytes))
             try:
                 self.hello()
                 self.hello(probe=size)
             except Exception:  # noqa: BLE001 - an edge that is down is retried next time
-                self._last_exchange = time.monotonic()
+                continue
 
     def _adapt(self) -> None:
         """Let the chooser move on each new link estimate."""

@@ -175,10 +175,10 @@ class EdgeClient:
         self.added_rtt_s = max(float(added_rtt_ms), 0.0) / 1e3
         self.probe_every_s, self.probe_bytes = float(probe_every_s), int(probe_bytes)
         k = program.num_exits
-        self.plan: SplitPlan | None = None
+        # the recorded plan: its choices (unless the split is fixed) and its codec thresholds
+        self.plan: SplitPlan | None = SplitPlan.of_manifest(program.manifest)
         self.chooser: SplitChooser | None = None
         if split is None:
-            self.plan = SplitPlan.of_manifest(program.manifest)
             if self.plan is None:
                 raise UsageError(f"{program.path} has no split plan: run `eeopt plan-split "
                                  f"{program.path}`, or give the split stage ({{split}})")

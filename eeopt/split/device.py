@@ -58,7 +58,8 @@ class LinkMonitor:
 
     A transfer whose wire time is under a quarter of the RTT is too short to measure: it only
     says the link is at least ``8 * bytes / (rtt / 4)`` fast, which counts when it is above the
-    current estimate (the estimate was too low) and is dropped otherwise."""
+    current estimate (the estimate was too low) and is dropped otherwise (and before the first
+    real estimate)."""
 
     def __init__(self, window: int = 5) -> None:
         self._rtt: deque[float] = deque(maxlen=window)
@@ -79,7 +80,7 @@ class LinkMonitor:
         if wire < floor:
             bw = 8.0 * nbytes / floor
             current = self.bandwidth_bps
-            if current is not None and bw <= current:
+            if current is None or bw <= current:  # a bound is no first estimate
                 return None
         else:
             bw = 8.0 * nbytes / wire

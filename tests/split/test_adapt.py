@@ -32,6 +32,7 @@ def test_the_monitor_takes_the_rtt_out_and_treats_short_transfers_as_bounds() ->
     for s in (0.012, 0.010, 0.011):
         m.add_rtt(s)
     assert m.rtt_ms == pytest.approx(10.0)
+    assert m.add_transfer(50_000, 0.011) is None  # a bound is no first estimate
     # 10 KB in 10 ms of wire time: 8 Mbit/s
     assert m.add_transfer(10_000, 0.020) == pytest.approx(8e6)
     assert m.bandwidth_bps == pytest.approx(8e6)

@@ -376,31 +376,36 @@ def _plot(r: dict[str, Any], path: Path) -> None:
     names = [e["name"] for e in r["bandwidths"][0]["runs"]]
     mbit = [b["mbit"] for b in r["bandwidths"]]
     for name in names:
-        ys = [next(e["p50_ms"] for e in b["runs"] if e["name"] == name) for b in r["bandwidths"]]
-        ax.plot(mbit, ys, marker="o", label=name)
-    ax.plot(mbit, [next(e["p50_ms"] for e in b["runs"] if e["codec"] == "auto"
+        ys = [next(e["mean_ms"] for e in b["runs"] if e["name"] == name)
+              for b in r["bandwidths"]]
+        ax.plot(mbit, ys, marker="o", label=name, linestyle="--" if "raw" in name else "-")
+    ax.plot(mbit, [next(e["mean_ms"] for e in b["runs"] if e["codec"] == "auto"
                         and e["split"] == b["planned_split"]) for b in r["bandwidths"]],
             "k*", markersize=14, label="planned")
     ax.set_xscale("log")
     ax.set_xlabel(f"link bandwidth, Mbit/s (RTT {r['rtt_ms']:g} ms)")
-    ax.set_ylabel("p50 end-to-end latency, ms (batch 1)")
-    ax.set_title("every split vs plain offloading")
+    ax.set_ylabel("mean end-to-end latency, ms (batch 1)")
+    ax.set_title("every split vs plain offloading (split s: stages < s on the device)")
     ax.legend(fontsize=8)
     a = r["adaptive"]
     t0 = a["changes"][0][0]
     log = np.asarray(a["log"])
     if log.size:
         t = log[:, 0] - t0
-        sc = bx.scatter(t, log[:, 2], c=log[:, 1], s=6, cmap="viridis")
-        fig.colorbar(sc, ax=bx, label="split stage")
+        for split in sorted(set(log[:, 1].astype(int))):
+            sel = log[:, 1] == split
+            bx.scatter(t[sel], log[sel, 2], s=6, label=f"request at split {split}")
         bx.set_ylabel("request latency, ms")
+        bx.legend(fontsize=8, loc="upper left", markerscale=2)
         cx = bx.twinx()
         times = [c[0] - t0 for c in a["changes"]] + [float(t.max())]
         rates = [c[1] for c in a["changes"]]
-        cx.step(times, [*rates, rates[-1]], where="post", color="r", label="shaped rate")
-        cx.plot(t, log[:, 3] / 1e6, "r:", linewidth=0.8, label="measured")
+        cx.step(times, [*rates, rates[-1]], where="post", color="r", label="shaped (tbf)")
+        cx.plot(t, np.where(log[:, 3] > 0, log[:, 3], np.nan) / 1e6, "r:", linewidth=0.9,
+                label="the device's estimate")
         cx.set_yscale("log")
-        cx.set_ylabel("Mbit/s (red: shaped; dotted: the device's estimate)")
+        cx.set_ylabel("link, Mbit/s")
+        cx.legend(fontsize=8, loc="upper right")
     bx.set_xlabel("seconds")
     bx.set_title("link-adaptive device: the split follows the shaped link")
     fig.tight_layout()

@@ -8,6 +8,7 @@ from typing import Any
 from eeopt.bench import format_table
 from eeopt.cli.common import in_flags, plan_lines
 from eeopt.program import load_manifest
+from eeopt.split import SplitPlan
 
 __all__ = ["add_parser", "run"]
 
@@ -60,4 +61,23 @@ def run(args: argparse.Namespace) -> int:
                  f"{b['marginal_cost_ms']:.4f}",
                  f"{b['saved_ms']:.4f} +- {b['saved_ms_std']:.4f}", f"{b['loss_pp']:.2f}"]
                 for b in p.exit_benefit]))
+    if m.split:
+        _split_lines(m)
     return 0
+
+
+def _split_lines(m: Any) -> None:
+    """The recorded split plan (``eeopt plan-split``), one row per planned bandwidth."""
+    plan = SplitPlan.of_manifest(m)
+    assert plan is not None
+    info = plan.info or {}
+    print(f"\nsplit plan (eeopt plan-split; RTT {plan.rtt_ms:g} ms, edge = device / "
+          f"{info.get('edge_speedup', '?')}, budget {plan.budget_pp:g} pp; device: "
+          f"{info.get('device', '?')}):")
+    print(format_table(["Mbit/s", "split", "thresholds", "expected ms", "codec pp"], [
+        [f"{r['bandwidth_bps'] / 1e6:g}", str(r["split"]),
+         ", ".join(f"{t:.3g}" for t in r["thresholds"]), f"{r['expected_ms']:.2f}",
+         f"{r['lossy_cost_pp']:.2f}"] for r in plan.table]))
+    print("switching points: " + (", ".join(
+        f"{bw / 1e6:.3g} Mbit/s -> split {plan.choices[c].split}"
+        for bw, c in plan.boundaries()) or "none"))

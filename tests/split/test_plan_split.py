@@ -61,6 +61,8 @@ def test_the_plan_is_in_the_manifest(planned: Any) -> None:
     assert rec["info"]["device"] == "given" and rec["info"]["edge_speedup"] == 4
     plan = SplitPlan.of_manifest(eeopt.load(path).manifest)
     assert plan is not None and len(plan.codec_bits) == 4
+    shown = _eeopt("inspect", str(path))
+    assert shown.returncode == 0 and "split plan (eeopt plan-split; RTT 20 ms" in shown.stdout
 
 
 def test_split_runs_follow_the_recorded_plan(planned: Any) -> None:

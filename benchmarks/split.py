@@ -6,8 +6,9 @@ network namespaces joined by a veth pair, each direction rate-shaped with ``tc t
 
 What it does:
 
-1. Compiles the committed DemoCNN (fixed thresholds; every exit kept) and plans its split with
-   ``eeopt.split`` (``measure_split`` + ``plan_split_program`` on ``fashion-mnist:calib``,
+1. Compiles the committed DemoCNN (fixed thresholds; every exit kept), or with ``--model
+   minilm`` the MiniLM-L6 tweets model (maxprob 0.9 at every exit), and plans its split with
+   ``eeopt.split`` (``measure_split`` + ``plan_split_program`` on 2,000 calibration rows,
    budget ``--budget`` pp), recording the plan in the program's manifest.
 2. **The device is emulated, and stated**: this machine slowed ``--slowdown`` times (each
    device stage call takes its cost measured here times the slowdown: the call, then a sleep
@@ -15,16 +16,17 @@ What it does:
    at its own speed, so the edge speed-up the planner is told is the same factor.
 3. ``netem`` is missing from these kernels, so the 20 ms RTT is a stated delay the device adds
    to every exchange (``EdgeClient(added_rtt_ms=...)``); ``tbf`` shapes the bandwidth.
-4. At each bandwidth, batch 1, ``--rows`` rows of ``fashion-mnist:eval``: every split stage
+4. At each bandwidth, batch 1, ``--rows`` eval rows: every split stage
    with the thresholds the joint plan chose for it (the exhaustive search: the measured best of
-   these is "exhaustive best"), plain offloading (all on the edge, the raw float32 input sent),
+   these is "exhaustive best"), plain offloading (all on the edge, the raw input sent),
    and the plan's own choice (one of the splits: its numbers are that split's run). p50/p99
    end-to-end latency, bytes per request, accuracy.
 5. The link-adaptive device: the plan's choices, moved by the measured link while the shaping
    changes mid-run (100 -> 1 -> 100 Mbit/s), plotted.
 
 Needs root for ``ip netns`` (CAP_NET_ADMIN); where namespaces cannot be made it says so and
-exits 0 without writing results. Results: ``benchmarks/results/split.{json,md,png}``.
+exits 0 without writing results. Results: ``benchmarks/results/split.{json,md,png}``
+(``split_minilm.*`` for MiniLM).
 """
 
 from __future__ import annotations
@@ -119,7 +121,13 @@ def worker(cfg_path: str) -> int:
     prog = eeopt.load(cfg["program"], threads=1)
     _slow_device(prog, cfg["device_ms"])
     with np.load(cfg["rows"]) as z:
-        x, y = z["x"], z["y"]
+        arrays = {k: z[k] for k in z.files}
+    y = arrays.pop("y")
+    rows = y.shape[0]
+
+    def row_of(i: int) -> dict[str, np.ndarray]:
+        return {k: v[i % rows:i % rows + 1] for k, v in arrays.items()}
+
     out = []
     for run in cfg["runs"]:
         adaptive = run.get("adaptive", False)
@@ -128,19 +136,18 @@ def worker(cfg_path: str) -> int:
                                    codec=run["codec"], added_rtt_ms=cfg["rtt_ms"],
                                    timeout_s=10.0, probe_every_s=0.5)
         for i in range(5):  # warm up both halves
-            client.run(x[i:i + 1])
+            client.run(row_of(i))
         s0 = dict(client.stats)
         lat, exits, preds, log = [], [], [], []
         start = time.time()
         i = 0
-        while (time.time() - start < run["seconds"]) if adaptive else i < x.shape[0]:
-            row = x[i % x.shape[0]:i % x.shape[0] + 1]
+        while (time.time() - start < run["seconds"]) if adaptive else i < rows:
             t0 = time.perf_counter()
-            r = client.run(row)
+            r = client.run(row_of(i))
             dt = 1e3 * (time.perf_counter() - t0)
             lat.append(dt)
             exits.append(int(r.exit[0]))
-            preds.append(int(r.logits.argmax(1)[0]) == int(y[i % x.shape[0]]))
+            preds.append(int(r.logits.argmax(1)[0]) == int(y[i % rows]))
             if adaptive:
                 log.append([time.time(), client.choice[0], dt,
                             client.monitor.bandwidth_bps or 0.0])
@@ -174,6 +181,51 @@ def _wait(proc: subprocess.Popen[str], out: Path) -> list[dict[str, Any]]:
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
+# ---------------------------------------------------------------------------- models
+#: model -> its default slowdown of the emulated device
+MODELS = {"demo-cnn": 400.0, "minilm": 3.0}
+CALIB_ROWS = 2000
+
+
+def _build(model: str, out: Path, rows: int) -> tuple[Any, Any, Any]:
+    """The program, ``(calibration feeds, labels)`` and ``(eval feeds, labels)``."""
+    import onnx
+    import torch
+
+    import eeopt
+    from eeopt.frontend import export_torch
+
+    if model == "demo-cnn":
+        from eeopt.data import load_dataset
+        from eeopt.models.demo_cnn import load_demo_cnn
+
+        onnx.save(export_torch(load_demo_cnn().eval(), torch.rand(2, 1, 28, 28)),
+                  out.parent / "model.onnx")
+        prog = eeopt.compile(out.parent / "model.onnx", out, thresholds=[0.84, 0.64, 0.52])
+        name = prog.input_specs[0].name
+        parts = []
+        for split, n in (("calib", CALIB_ROWS), ("eval", rows)):
+            x, y = load_dataset(f"fashion-mnist:{split}")
+            parts.append(({name: np.asarray(x[:n], np.float32)}, np.asarray(y[:n])))
+        return prog, parts[0], parts[1]
+    from eeopt.data import load_tweets
+    from eeopt.models.minilm import load_minilm_tweets
+
+    ex = load_tweets("val")[0]
+    example = tuple(torch.from_numpy(np.array(ex[k][:4])) for k in ("input_ids",
+                                                                     "attention_mask"))
+    seq = {"input_ids": {1: "seq"}, "attention_mask": {1: "seq"}}
+    onnx.save(export_torch(load_minilm_tweets().eval(), example, dynamic_shapes=seq),
+              out.parent / "model.onnx")
+    prog = eeopt.compile(out.parent / "model.onnx", out, threshold=0.9, threads=1)
+    parts = []
+    for split, n in (("calib", CALIB_ROWS), ("eval", rows)):
+        feeds, labels = load_tweets(split)
+        parts.append(({k: np.ascontiguousarray(v[:n]) for k, v in feeds.items()},
+                      np.asarray(labels[:n])))
+    return prog, parts[0], parts[1]
+
+
 # ---------------------------------------------------------------------------- main
 def _pct(v: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(v), q)) if v else float("nan")
@@ -181,9 +233,14 @@ def _pct(v: list[float], q: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", choices=sorted(MODELS), default="demo-cnn",
+                   help="demo-cnn (Fashion-MNIST) or minilm (tweets; its program is compiled "
+                   "here, every exit kept at maxprob 0.9)")
     p.add_argument("--rows", type=int, default=200, help="eval rows per run (batch 1)")
-    p.add_argument("--slowdown", type=float, default=400.0,
-                   help="the emulated device is this machine slowed this many times")
+    p.add_argument("--slowdown", type=float, default=None,
+                   help="the emulated device is this machine slowed this many times "
+                   "(default: demo-cnn 400, a microcontroller-class device; minilm 3, a "
+                   "phone-class CPU)")
     p.add_argument("--rtt-ms", type=float, default=20.0)
     p.add_argument("--budget", type=float, default=0.5)
     p.add_argument("--bandwidths", default="1,10,100", help="Mbit/s")
@@ -197,15 +254,13 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args.worker)
     if args.quick:
         args.rows, args.adaptive_s = 60, 24.0
+    if args.slowdown is None:
+        args.slowdown = MODELS[args.model]
     bandwidths = [float(b) for b in args.bandwidths.split(",")]
+    stem = "split" if args.model == "demo-cnn" else f"split_{args.model}"
 
-    import onnx
     import torch
 
-    import eeopt
-    from eeopt.data import load_dataset
-    from eeopt.frontend import export_torch
-    from eeopt.models.demo_cnn import load_demo_cnn
     from eeopt.split import measure_split, plan_split_program, record_split
 
     why = make_link()
@@ -218,15 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="eeopt-split-") as tmp:
             work = Path(tmp)
             os.chmod(work, 0o755)
-            onnx.save(export_torch(load_demo_cnn().eval(), torch.rand(2, 1, 28, 28)),
-                      work / "demo.onnx")
-            prog = eeopt.compile(work / "demo.onnx", work / "p", thresholds=[0.84, 0.64, 0.52])
+            print(f"building the {args.model} program ...", flush=True)
+            prog, (cx, cy), (ex, ey) = _build(args.model, work / "p", args.rows)
             k = prog.num_exits
-            cx, cy = load_dataset("fashion-mnist:calib")
-            cx, cy = np.asarray(cx[:2000], np.float32), np.asarray(cy[:2000])
-            print("measuring the split on fashion-mnist:calib ...", flush=True)
-            m = measure_split(prog, {prog.input_specs[0].name: cx}, cy,
-                              codec_budget_pp=args.budget / 2)
+            print("measuring the split on the calibration rows ...", flush=True)
+            m = measure_split(prog, cx, cy, codec_budget_pp=args.budget / 2)
             here_ms = list(m.device_ms)
             m = replace(m, device_ms=tuple(args.slowdown * v for v in here_ms),
                         device_source=f"this machine's stage calls x {args.slowdown:g} "
@@ -236,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                                       bandwidths_bps=[b * 1e6 for b in bandwidths],
                                       info={"device": m.device_source})
             record_split(work / "p", plan)
-            ex, ey = load_dataset("fashion-mnist:eval")
-            np.savez(work / "rows.npz", x=np.asarray(ex[:args.rows], np.float32),
-                     y=np.asarray(ey[:args.rows]))
+            np.savez(work / "rows.npz", **ex, y=ey)
             edge = subprocess.Popen(
                 ["ip", "netns", "exec", NS_EDGE, sys.executable, "-m", "eeopt", "edge",
                  str(work / "p"), "--listen", f"{IP_EDGE}:{PORT}", "--threads", "1"],
@@ -250,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rows": str(work / "rows.npz"), "edge": f"{IP_EDGE}:{PORT}",
                     "rtt_ms": args.rtt_ms}
             report: dict[str, Any] = {
-                "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+                "model": args.model, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
                 "slowdown": args.slowdown, "rtt_ms": args.rtt_ms, "budget_pp": args.budget,
                 "rows": args.rows, "here_stage_ms": here_ms, "device_ms": list(m.device_ms),
                 "bytes_per_row_planned": list(m.bytes_per_row),
@@ -314,25 +363,25 @@ def main(argv: list[str] | None = None) -> int:
             edge.wait(timeout=30)
         drop_link()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "split.json").write_text(json.dumps(report, indent=1) + "\n")
-    _write_md(report, args.out / "split.md", k)
-    _plot(report, args.out / "split.png")
-    print((args.out / "split.md").read_text())
+    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    _write_md(report, args.out / f"{stem}.md", k)
+    _plot(report, args.out / f"{stem}.png")
+    print((args.out / f"{stem}.md").read_text())
     return 0
 
 
 def _write_md(r: dict[str, Any], path: Path, k: int) -> None:
     lines = [
-        "# Split computing on a shaped link (DemoCNN, Fashion-MNIST)", "",
+        f"# Split computing on a shaped link ({r['model']})", "",
         f"Two network namespaces joined by veth, each direction shaped with `tc tbf`; RTT "
         f"{r['rtt_ms']:g} ms added by the device as a stated delay (no netem in these "
         f"kernels). **The device is emulated**: this machine's stage calls slowed "
         f"{r['slowdown']:g}x (here: " + ", ".join(f"{v:.3f}" for v in r["here_stage_ms"])
         + " ms per stage; device: " + ", ".join(f"{v:.1f}" for v in r["device_ms"])
         + f" ms), and the edge is this machine, so the planner's edge speed-up is "
-        f"{r['slowdown']:g}. Batch 1, {r['rows']} fashion-mnist:eval rows per run; plan "
-        f"budget {r['budget_pp']:g} pp (codec included). {r['machine']}. Rerun: `python "
-        "benchmarks/split.py` (root).", "",
+        f"{r['slowdown']:g}. Batch 1, {r['rows']} eval rows per run; plan budget "
+        f"{r['budget_pp']:g} pp (codec included). {r['machine']}. Rerun: `python "
+        f"benchmarks/split.py --model {r['model']}` (root).", "",
         "| Mbit/s | run | p50 ms | mean ms | p99 ms | bytes/request | bytes/row | accuracy | "
         "exits |", "|---|---|---|---|---|---|---|---|---|"]
     for b in r["bandwidths"]:

@@ -34,6 +34,7 @@ from eeopt.errors import UsageError
 from eeopt.planning import Calibration, plan_exits
 from eeopt.program import load_manifest, write_file
 from eeopt.runtime import Program
+from eeopt.runtime.base import trim_to_longest
 from eeopt.split._wire import ROWS
 from eeopt.split.codec import (
     CodecStats,
@@ -84,6 +85,18 @@ def _rows(feeds: Mapping[str, np.ndarray], idx: np.ndarray, axes: Mapping[str, A
             for k, v in feeds.items()}
 
 
+def _typical_row(program: Program, feeds: Mapping[str, np.ndarray], axes: Mapping[str, Any]
+                 ) -> dict[str, np.ndarray]:
+    """The first row, or for a program that trims padding, the row of median length cut to
+    its tokens (as the runtime runs it)."""
+    seq = program.manifest.sequence
+    if seq is None or not program.trim_padding:
+        return _rows(feeds, np.arange(1), axes)
+    lengths = np.count_nonzero(feeds[seq.mask], axis=1)
+    i = int(np.argsort(lengths, kind="stable")[lengths.size // 2])
+    return trim_to_longest(_rows(feeds, np.array([i]), axes), seq.mask, seq.axes)[0]
+
+
 def _time_stages(program: Program, row: Mapping[str, np.ndarray], min_s: float) -> list[float]:
     calls = program.stage_calls(dict(row))
     out = []
@@ -102,7 +115,7 @@ def _time_stages(program: Program, row: Mapping[str, np.ndarray], min_s: float) 
 
 def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.ndarray, *,
                   codec_budget_pp: float, device_ms: Sequence[float] | None = None,
-                  frame_rows: int = 64, time_s: float = 0.3,
+                  frame_rows: int = 64, time_s: float = 0.3, chunk_rows: int = 256,
                   progress: Callable[[str], None] | None = None) -> SplitMeasurement:
     """What ``plan_split_program`` needs, measured on ``feeds``/``labels`` (see the module
     docstring)."""
@@ -113,13 +126,16 @@ def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.
         raise UsageError(f"{{device_ms}} needs one cost per stage ({k}), got {len(device_ms)}")
     n = int(labels.shape[0])
     axes = program.manifest.batch_axes()
+    # in chunks: a whole calibration set in one call grows every session's memory arena
+    chunks = [np.arange(i, min(i + chunk_rows, n)) for i in range(0, n, chunk_rows)]
     say(f"running every exit on {n} calibration rows")
-    calib = Calibration(tuple(np.asarray(z, np.float32) for z in program.run_all(dict(feeds))),
-                        labels)
+    parts = [program.run_all(_rows(feeds, idx, axes)) for idx in chunks]
+    calib = Calibration(tuple(np.concatenate([np.asarray(p[e], np.float32) for p in parts])
+                              for e in range(k)), labels)
     off = [OFF[policy]] * (k - 1)
     if device_ms is None:
         say("timing each stage on one row (this machine is the device)")
-        device = tuple(_time_stages(program, _rows(feeds, np.arange(1), axes), time_s))
+        device = tuple(_time_stages(program, _typical_row(program, feeds, axes), time_s))
         source = "each stage's call on one row, timed on this machine (median)"
     else:
         device, source = tuple(float(v) for v in device_ms), "given"
@@ -140,23 +156,26 @@ def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.
     bits: list[float | None] = [None]
     costs = [0.0]
     all_stats: list[tuple[CodecStats, ...]] = [()]
-    final_ok = calib.correct()[-1]
+    base = float(calib.correct()[-1].mean())
     for split in range(1, k):
         say(f"split {split}: measuring the codec's accuracy cost on the carried tensors")
-        carried = program.run_stages(dict(feeds), 0, split, thresholds=off).carried
+        carried = [program.run_stages(_rows(feeds, idx, axes), 0, split,
+                                      thresholds=off).carried for idx in chunks]
 
-        def accuracy(methods: Mapping[str, str], _s: int = split,
-                     _c: dict[str, np.ndarray] = carried) -> float:
-            tail = program.run_stages(decode(encode(_c, methods)), _s, thresholds=off)
-            return float((tail.logits.argmax(1) == labels).mean())
+        def accuracy(methods: Callable[[dict[str, np.ndarray]], dict[str, str]],
+                     _s: int = split, _c: list[dict[str, np.ndarray]] = carried) -> float:
+            right = 0
+            for idx, c in zip(chunks, _c, strict=True):
+                tail = program.run_stages(decode(encode(c, methods(c))), _s, thresholds=off)
+                right += int((tail.logits.argmax(1) == labels[idx]).sum())
+            return right / n
 
-        base = float(final_ok.mean())
-        stats = tuple(tensor_stats(name, t, lossy_cost_pp=100.0 * (base - accuracy(
-            {m: "lossy" if m == name else "lossless" for m in carried})))
-            for name, t in carried.items() if t.dtype.kind == "f")
+        names = [m for m, t in carried[0].items() if t.dtype.kind == "f"]
+        stats = tuple(_stats(name, [c[name] for c in carried],
+                             100.0 * (base - accuracy(_only_lossy(name)))) for name in names)
         threshold = calibrate_threshold(stats, codec_budget_pp) if stats else float("inf")
-        chosen = {name: choose(t, threshold) for name, t in carried.items()}
-        cost = 100.0 * (base - accuracy(chosen)) if "lossy" in chosen.values() else 0.0
+        lossy = any(s.entropy_bits >= threshold for s in stats)
+        cost = 100.0 * (base - accuracy(_by_entropy(threshold))) if lossy else 0.0
         bits.append(threshold if np.isfinite(threshold) else None)
         costs.append(max(cost, 0.0))
         all_stats.append(stats)
@@ -165,6 +184,25 @@ def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.
     costs.append(0.0)
     return SplitMeasurement(calib, device, tuple(sizes), tuple(bits), tuple(costs),
                             tuple(all_stats), source)
+
+
+def _stats(name: str, parts: Sequence[np.ndarray], cost_pp: float) -> CodecStats:
+    """``tensor_stats`` over the chunks of one tensor, weighted by their rows."""
+    each = [tensor_stats(name, p) for p in parts]
+    w = np.array([p.shape[0] for p in parts], dtype=np.float64)
+    w /= w.sum()
+
+    def avg(field: str) -> float:
+        return float(sum(wi * getattr(s, field) for wi, s in zip(w, each, strict=True)))
+
+    return CodecStats(name, avg("entropy_bits"), avg("zero_share"), avg("raw_bytes"),
+                      avg("lossless_bytes"), avg("lossy_bytes"), cost_pp)
+
+
+def _only_lossy(name: str) -> Callable[[dict[str, np.ndarray]], dict[str, str]]:
+    def methods(tensors: dict[str, np.ndarray]) -> dict[str, str]:
+        return {m: "lossy" if m == name else "lossless" for m in tensors}
+    return methods
 
 
 def _by_entropy(threshold: float) -> Callable[[dict[str, np.ndarray]], dict[str, str]]:

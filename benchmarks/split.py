@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -363,11 +364,22 @@ def main(argv: list[str] | None = None) -> int:
             edge.wait(timeout=30)
         drop_link()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(report, indent=1) + "\n")
+    (args.out / f"{stem}.json").write_text(_dumps(report))
     _write_md(report, args.out / f"{stem}.md", k)
     _plot(report, args.out / f"{stem}.png")
     print((args.out / f"{stem}.md").read_text())
     return 0
+
+
+def _dumps(report: dict[str, Any]) -> str:
+    """The report as JSON, each list of numbers on one line (the adaptive log is long), the
+    log's values rounded."""
+    for row in report.get("adaptive", {}).get("log", []):
+        row[:] = [round(row[0], 3), int(row[1]), round(row[2], 2), float(f"{row[3]:.4g}")]
+    text = json.dumps(report, indent=1)
+    return re.sub(r"\[\s+([-+\d.eE,\s]+?)\s+\]",
+                  lambda m: "[" + ", ".join(x.strip() for x in m.group(1).split(",")) + "]",
+                  text) + "\n"
 
 
 def _write_md(r: dict[str, Any], path: Path, k: int) -> None:

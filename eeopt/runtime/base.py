@@ -450,10 +450,11 @@ class Program(abc.ABC):
         device's or the edge's half of a split run (``eeopt.split``). From ``start`` 0, ``x``
         is the program's input; from a later stage, the tensors ``carried_specs(start)``
         names, as an earlier ``run_stages(..., stop=start)`` left them. Running 0..s then
-        s..end gives each row the exit and logits ``run`` gives it."""
+        s..end gives each row the exit and logits ``run`` gives it. ``stop == start`` runs
+        nothing: every row goes on, with its inputs checked."""
         k = self.num_exits
         stop = k if stop is None else stop
-        if not 0 <= start < stop <= k:
+        if not 0 <= start <= stop <= k or start == k:
             raise UsageError(f"stages {start}..{stop - 1} are not a range of the program's "
                              f"0..{k - 1}")
         if start == 0:
@@ -464,6 +465,9 @@ class Program(abc.ABC):
                                 "carried to it (Program.carried_specs)")
             feeds = dict(x)
             n = check_inputs(self.carried_specs(start), feeds, what=f"stage {start}")
+        if stop == start:  # no stage: every row goes on with what it has, checked
+            return Part(np.zeros((n, self.num_classes), np.float32), np.full(n, -1, np.int64),
+                        np.arange(n), feeds)
         return self._run_part(feeds, n, thresholds, start, stop)
 
     def _run_part(self, feeds: dict[str, Any], n: int,

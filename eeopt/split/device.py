@@ -10,7 +10,8 @@ boundary by more than ``hysteresis`` (no flapping).
 
 Calls are bounded: each has ``timeout_s``; an edge that does not answer is retried
 ``retries`` times with a short backoff. Then, with ``fallback="local"``, the device runs the
-rest itself (the same result); else one ``BackendUnavailableError`` line.
+rest itself (the same result), and keeps doing so for a pause that doubles from 1 s to 30 s
+before it tries the edge again; else one ``BackendUnavailableError`` line.
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ class EdgeClient:
         self.stats = {"requests": 0, "rows_sent": 0, "bytes_sent": 0, "bytes_received": 0,
                       "local_fallbacks": 0, "probes": 0}
         self._seen = 0
+        self._down_for, self._retry_at = 0.0, 0.0
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self._channel = self.grpc.insecure_channel(
@@ -253,7 +255,7 @@ class EdgeClient:
                         f"the edge at {self.edge} did not answer ({code.name}) after "
                         f"{attempt + 1} tries in {time.monotonic() - started:.1f} s: start it "
                         f"with `eeopt edge PROGRAM_DIR --listen {self.edge}`, or run with "
-                        "{fallback}='local'") from None
+                        "{fallback local} to finish on the device") from None
                 details = exc.details() or code.name
                 if code == g.StatusCode.FAILED_PRECONDITION:
                     raise ManifestError(f"the edge at {self.edge} refused: {details}") from None
@@ -316,15 +318,7 @@ class EdgeClient:
             k = program.num_exits
             if split == k:
                 return program.run(x, thresholds=thr)
-            if split == 0:
-                feeds = program._feeds(x)[0]  # noqa: SLF001 - checked like any run
-                n = next(iter(feeds.values())).shape[0]
-                logits = np.zeros((n, program.num_classes), np.float32)
-                exits = np.full(n, -1, np.int64)
-                rows, carried = np.arange(n), feeds
-            else:
-                head = program.run_stages(x, 0, split, thresholds=thr)
-                logits, exits, rows, carried = head
+            logits, exits, rows, carried = program.run_stages(x, 0, split, thresholds=thr)
             if rows.size == 0:
                 return Result(logits, exits)
             tail_logits, tail_exit = self._remote(carried, rows, split, thr)
@@ -346,11 +340,20 @@ class EdgeClient:
                        {**self._methods(split, carried), ROWS: "lossless"})
         meta = ((PROGRAM, self.hash), (START, str(split)),
                 (THRESHOLDS, json.dumps(thr)))
-        try:
-            call = self._exchange(self._run, frame, meta)
-        except BackendUnavailableError:
-            if self.fallback != "local":
-                raise
+        local = self.fallback == "local" and time.monotonic() < self._retry_at
+        if not local:
+            try:
+                call = self._exchange(self._run, frame, meta)
+                self._down_for = 0.0
+            except BackendUnavailableError:
+                if self.fallback != "local":
+                    raise
+                # an edge that is down is tried again after a pause that doubles (1 s to
+                # 30 s): the rows meanwhile do not wait out its timeouts
+                self._down_for = min(max(1.0, 2.0 * self._down_for), 30.0)
+                self._retry_at = time.monotonic() + self._down_for
+                local = True
+        if local:
             self.stats["local_fallbacks"] += 1
             part = self.program.run_stages(carried, split, thresholds=thr)
             return part.logits, part.exit

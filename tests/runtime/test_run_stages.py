@@ -98,8 +98,13 @@ def test_a_resumed_run_checks_what_it_is_handed(masked: eeopt.Program) -> None:
         masked.run_stages({**carried, "stranger": carried[name]}, 1)
     with pytest.raises(DataError, match="dict"):
         masked.run_stages(carried[name], 1)
-    for start, stop in [(1, 1), (-1, 2), (0, 9)]:
+    for start, stop in [(2, 1), (-1, 2), (0, 9), (3, 3)]:
         with pytest.raises(UsageError, match="not a range"):
             masked.run_stages(carried, start, stop)
+    none = masked.run_stages(carried, 1, 1)  # no stage: every row goes on, checked
+    assert (none.exit == -1).all() and none.rows.tolist() == list(range(16))
+    assert none.carried.keys() == carried.keys()
+    with pytest.raises(DataError, match="missing input"):
+        masked.run_stages({}, 1, 1)
     with pytest.raises(UsageError, match="split point"):
         masked.carried_specs(0)

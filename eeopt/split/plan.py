@@ -18,7 +18,7 @@ the best split changes are what a link-adaptive device watches (``boundaries``).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,16 +86,22 @@ def boundaries(c: SplitCosts, rtt_ms: float, lo_bps: float = 1e5, hi_bps: float 
                steps: int = 400) -> list[tuple[float, int]]:
     """``(bandwidth, split)`` where the best split changes, scanning ``lo..hi`` on a log grid
     (then bisected to 0.1%): the link-adaptive device's switching points."""
+    return _switches(lambda bw: plan_split(c, bw, rtt_ms)[0], lo_bps, hi_bps, steps)
+
+
+def _switches(best: Callable[[float], int], lo_bps: float, hi_bps: float, steps: int
+              ) -> list[tuple[float, int]]:
+    """``(bandwidth, best(bandwidth))`` where ``best`` changes: a log grid, then bisection."""
     grid = [lo_bps * (hi_bps / lo_bps) ** (i / steps) for i in range(steps + 1)]
     out: list[tuple[float, int]] = []
-    prev = plan_split(c, grid[0], rtt_ms)[0]
+    prev = best(grid[0])
     for a, b in zip(grid, grid[1:], strict=False):
-        cur = plan_split(c, b, rtt_ms)[0]
+        cur = best(b)
         if cur != prev:
             x, y = a, b
             while y / x > 1.001:
                 m = math.sqrt(x * y)
-                if plan_split(c, m, rtt_ms)[0] == prev:
+                if best(m) == prev:
                     x = m
                 else:
                     y = m
@@ -167,30 +173,15 @@ class SplitPlan:
     def boundaries(self, lo_bps: float = 1e5, hi_bps: float = 1e10, steps: int = 400
                    ) -> list[tuple[float, int]]:
         """``(bandwidth, choice)`` where the best choice changes (log grid, bisected)."""
-        grid = [lo_bps * (hi_bps / lo_bps) ** (i / steps) for i in range(steps + 1)]
-        out: list[tuple[float, int]] = []
-        prev = self.best(grid[0])
-        for a, b in zip(grid, grid[1:], strict=False):
-            cur = self.best(b)
-            if cur != prev:
-                x, y = a, b
-                while y / x > 1.001:
-                    m = math.sqrt(x * y)
-                    if self.best(m) == prev:
-                        x = m
-                    else:
-                        y = m
-                out.append((y, cur))
-                prev = cur
-        return out
+        return _switches(self.best, lo_bps, hi_bps, steps)
 
     def to_record(self) -> dict[str, Any]:
         """The manifest's ``split`` (strict JSON: a non-finite number becomes null)."""
-        return _finite({"rtt_ms": self.rtt_ms, "budget_pp": self.budget_pp, "default": self.default,
-                "codec_bits": list(self.codec_bits),
-                "choices": [c.to_dict() for c in self.choices],
-                "boundaries": [[bw, c] for bw, c in self.boundaries()],
-                "table": list(self.table), "info": self.info or {}})
+        return _finite({"rtt_ms": self.rtt_ms, "budget_pp": self.budget_pp,
+                        "default": self.default, "codec_bits": list(self.codec_bits),
+                        "choices": [c.to_dict() for c in self.choices],
+                        "boundaries": [[bw, c] for bw, c in self.boundaries()],
+                        "table": list(self.table), "info": self.info or {}})
 
     @classmethod
     def from_record(cls, d: Any, num_stages: int, num_gated: int) -> SplitPlan:

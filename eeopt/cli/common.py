@@ -71,6 +71,7 @@ FLAGS = {
     "fallback": "--fallback",
     "codec": "--codec",
     "device_ms": "--device-ms",
+    "objective": "--objective",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -72,8 +72,8 @@ def _split_lines(m: Any) -> None:
     assert plan is not None
     info = plan.info or {}
     print(f"\nsplit plan (eeopt plan-split; RTT {plan.rtt_ms:g} ms, edge = device / "
-          f"{info.get('edge_speedup', '?')}, budget {plan.budget_pp:g} pp; device: "
-          f"{info.get('device', '?')}):")
+          f"{info.get('edge_speedup', '?')}, budget {plan.budget_pp:g} pp, by "
+          f"{plan.objective} latency; device: {info.get('device', '?')}):")
     print(format_table(["Mbit/s", "split", "thresholds", "expected ms", "codec pp"], [
         [f"{r['bandwidth_bps'] / 1e6:g}", str(r["split"]),
          ", ".join(f"{t:.3g}" for t in r["thresholds"]), f"{r['expected_ms']:.2f}",

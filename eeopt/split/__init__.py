@@ -34,16 +34,19 @@ from eeopt.split.joint import (
     record_split,
 )
 from eeopt.split.plan import (
+    OBJECTIVES,
     SplitChoice,
     SplitCosts,
     SplitPlan,
     boundaries,
     expected_ms,
+    latency_ms,
     plan_split,
+    row_latencies,
 )
 
-__all__ = ["CodecStats", "EdgeClient", "EdgeServer", "LinkMonitor", "SplitChoice",
+__all__ = ["OBJECTIVES", "CodecStats", "EdgeClient", "EdgeServer", "LinkMonitor", "SplitChoice",
            "SplitChooser", "SplitCosts", "SplitMeasurement", "SplitPlan", "boundaries",
-           "calibrate_threshold", "choose", "connect_edge", "decode", "encode",
-           "entropy_bits", "expected_ms", "measure_split", "plan_split", "plan_split_program",
-           "record_split", "serve_edge", "tensor_stats"]
+           "calibrate_threshold", "choose", "connect_edge", "decode", "encode", "entropy_bits",
+           "expected_ms", "latency_ms", "measure_split", "plan_split", "plan_split_program",
+           "record_split", "row_latencies", "serve_edge", "tensor_stats"]

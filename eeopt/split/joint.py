@@ -15,8 +15,9 @@
 stage and link bandwidth, with each stage priced where it runs (on the device, or on the edge
 at ``device_ms / edge_speedup``) and the link's cost (RTT + bytes / bandwidth) on the stage
 where rows cross, within what the budget leaves after that split's codec cost. At each
-bandwidth the plan with the lowest expected latency wins; every plan is kept as a choice a
-link-adaptive device can move to (``SplitPlan``).
+bandwidth the plan with the lowest expected latency wins (or, with ``objective``, the lowest
+percentile of the rows' latencies); every plan is kept as a choice a link-adaptive device can
+move to (``SplitPlan``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from eeopt.split.codec import (
     encode,
     tensor_stats,
 )
-from eeopt.split.plan import SplitChoice, SplitCosts, SplitPlan, expected_ms
+from eeopt.split.plan import OBJECTIVES, SplitChoice, SplitCosts, SplitPlan, expected_ms
 
 __all__ = ["SplitMeasurement", "measure_split", "plan_split_program", "record_split"]
 
@@ -242,9 +243,16 @@ class _SplitProfile:
 def plan_split_program(m: SplitMeasurement, *, policy: str, budget_pp: float,
                        edge_speedup: float, rtt_ms: float, bandwidths_bps: Sequence[float],
                        progress: Callable[[str], None] | None = None,
-                       info: dict[str, Any] | None = None) -> SplitPlan:
-    """The joint plan (see the module docstring); ``table`` has one row per bandwidth."""
+                       info: dict[str, Any] | None = None, objective: str = "mean"
+                       ) -> SplitPlan:
+    """The joint plan (see the module docstring); ``table`` has one row per bandwidth.
+    ``objective``: what the choice among the plans minimises, the mean latency of a row or a
+    percentile (``p50``, ``p90``, ``p99``); each split's exits and thresholds are planned for
+    the mean either way (the exit planner's cost)."""
     say = progress or (lambda _m: None)
+    if objective not in OBJECTIVES:
+        raise UsageError(f"{{objective}} must be one of {', '.join(OBJECTIVES)}, got "
+                         f"{objective!r}")
     if edge_speedup <= 0 or rtt_ms < 0 or not bandwidths_bps or min(bandwidths_bps) <= 0:
         raise UsageError("the edge speed-up and bandwidths must be > 0 and the RTT >= 0")
     k = len(m.device_ms)
@@ -260,11 +268,13 @@ def plan_split_program(m: SplitMeasurement, *, policy: str, budget_pp: float,
 
     for bw in bandwidths_bps:
         say(f"planning exits for every split at {bw / 1e6:g} Mbit/s")
-        row: dict[str, Any] = {"bandwidth_bps": float(bw), "per_split_ms": []}
+        row: dict[str, Any] = {"bandwidth_bps": float(bw), "per_split_ms": [],
+                               "per_split_mean_ms": []}
         for split in range(k + 1):
             left = budget_pp - m.lossy_cost_pp[split]
             if left < 0:
                 row["per_split_ms"].append(None)
+                row["per_split_mean_ms"].append(None)
                 continue
             link = rtt_ms + 8e3 * m.bytes_per_row[split] / bw if split < k else 0.0
             ep = plan_exits(m.calib, _SplitProfile(m.device_ms, split, edge_speedup, link),
@@ -279,24 +289,25 @@ def plan_split_program(m: SplitMeasurement, *, policy: str, budget_pp: float,
                 m.device_ms, fractions, m.bytes_per_row, edge_speedup),
                 m.lossy_cost_pp[split])
             i = add(c)
-            row["per_split_ms"].append(expected_ms(c.costs, split, bw, rtt_ms))
+            row["per_split_ms"].append(c.latency_ms(bw, rtt_ms, objective))
+            row["per_split_mean_ms"].append(expected_ms(c.costs, split, bw, rtt_ms))
             row.setdefault("plans", []).append({"split": split, "choice": i,
                                                 "loss_pp": ep.predicted_loss_pp,
                                                 "holdout_loss_pp": ep.holdout.get("loss_pp")})
         table.append(row)
     plan = SplitPlan(tuple(choices), float(rtt_ms), (*m.codec_bits, None), 0,
-                     float(budget_pp), (), info)
+                     float(budget_pp), (), info, objective)
     rows = []
     for row in table:
         best = plan.best(row["bandwidth_bps"])
         c = plan.choices[best]
         rows.append({**row, "choice": best, "split": c.split,
                      "expected_ms": c.expected_ms(row["bandwidth_bps"], rtt_ms),
+                     "objective_ms": c.latency_ms(row["bandwidth_bps"], rtt_ms, objective),
                      "thresholds": list(c.thresholds), "lossy_cost_pp": c.lossy_cost_pp,
                      "bytes_per_crossing_row": m.bytes_per_row[c.split]})
     mid = float(np.exp(np.mean(np.log(np.asarray(bandwidths_bps, dtype=float)))))
-    return SplitPlan(plan.choices, plan.rtt_ms, plan.codec_bits, plan.best(mid),
-                     plan.budget_pp, tuple(rows), info)
+    return replace(plan, default=plan.best(mid), table=tuple(rows))
 
 
 def record_split(program_dir: str | Path, plan: SplitPlan) -> Path:

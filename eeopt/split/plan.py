@@ -24,7 +24,8 @@ from typing import Any
 
 from eeopt.errors import ManifestError, UsageError
 
-__all__ = ["SplitChoice", "SplitCosts", "SplitPlan", "boundaries", "expected_ms", "plan_split"]
+__all__ = ["OBJECTIVES", "SplitChoice", "SplitCosts", "SplitPlan", "boundaries", "expected_ms",
+           "latency_ms", "plan_split", "row_latencies"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,48 @@ def expected_ms(c: SplitCosts, split: int, bandwidth_bps: float, rtt_ms: float) 
         total += c.reach[split] * (rtt_ms + 8e3 * c.bytes[split] / bandwidth_bps)
         total += sum(c.reach[j] * c.device_ms[j] / c.edge_speedup for j in range(split, k))
     return float(total)
+
+
+#: what a split choice may minimise: the mean latency of a row, or a percentile of it
+OBJECTIVES = ("mean", "p50", "p90", "p99")
+
+
+def row_latencies(c: SplitCosts, split: int, bandwidth_bps: float, rtt_ms: float
+                  ) -> list[tuple[float, float]]:
+    """Per exit ``j``: ``(ms, share)``, the end-to-end latency of a row that leaves there
+    and the share of rows that do (``reach[j] - reach[j + 1]``). Their weighted mean is
+    ``expected_ms``."""
+    k = len(c.device_ms)
+    if not 0 <= split <= k:
+        raise UsageError(f"split {split} is not in 0..{k}")
+    out, total = [], 0.0
+    for j in range(k):
+        if j == split:
+            total += rtt_ms + 8e3 * c.bytes[split] / bandwidth_bps
+        total += c.device_ms[j] if j < split else c.device_ms[j] / c.edge_speedup
+        out.append((total, c.reach[j] - (c.reach[j + 1] if j + 1 < k else 0.0)))
+    return out
+
+
+def latency_ms(c: SplitCosts, split: int, bandwidth_bps: float, rtt_ms: float,
+               objective: str = "mean") -> float:
+    """A row's latency at ``split`` by ``objective`` (``OBJECTIVES``): the mean
+    (``expected_ms``) or a percentile of the rows' latencies (``p50``: the latency the median
+    row sees)."""
+    if objective == "mean":
+        return expected_ms(c, split, bandwidth_bps, rtt_ms)
+    if objective not in OBJECTIVES:
+        raise UsageError(f"{{objective}} must be one of {', '.join(OBJECTIVES)}, got "
+                         f"{objective!r}")
+    q = float(objective[1:]) / 100.0
+    rows = sorted(row_latencies(c, split, bandwidth_bps, rtt_ms))
+    total = sum(w for _, w in rows)
+    seen = 0.0
+    for ms, w in rows:
+        seen += w
+        if seen >= q * total - 1e-12:
+            return ms
+    return rows[-1][0]
 
 
 def plan_split(c: SplitCosts, bandwidth_bps: float, rtt_ms: float) -> tuple[int, list[float]]:
@@ -134,6 +177,10 @@ class SplitChoice:
     def expected_ms(self, bandwidth_bps: float, rtt_ms: float) -> float:
         return expected_ms(self.costs, self.split, bandwidth_bps, rtt_ms)
 
+    def latency_ms(self, bandwidth_bps: float, rtt_ms: float, objective: str = "mean"
+                   ) -> float:
+        return latency_ms(self.costs, self.split, bandwidth_bps, rtt_ms, objective)
+
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "thresholds": list(self.thresholds),
                 "device_ms": list(self.costs.device_ms), "reach": list(self.costs.reach),
@@ -153,7 +200,9 @@ class SplitPlan:
     """What ``eeopt plan-split`` chose and the manifest keeps (``split``): the candidate
     choices, the link's RTT they were priced at, the codec's entropy threshold per split
     stage (None: lossless), the choice to start with (``default``) and the table printed per
-    bandwidth. ``best(bw)`` is the choice with the lowest expected latency at ``bw``."""
+    bandwidth. ``best(bw)`` is the choice with the lowest latency at ``bw`` by ``objective``
+    (the mean, or a percentile: ``OBJECTIVES``); a tie goes to the later split (fewer bytes
+    sent)."""
 
     choices: tuple[SplitChoice, ...]
     rtt_ms: float
@@ -162,9 +211,10 @@ class SplitPlan:
     budget_pp: float = 0.0
     table: tuple[dict[str, Any], ...] = ()
     info: dict[str, Any] | None = None
+    objective: str = "mean"
 
     def best(self, bandwidth_bps: float) -> int:
-        lat = [c.expected_ms(bandwidth_bps, self.rtt_ms) for c in self.choices]
+        lat = [c.latency_ms(bandwidth_bps, self.rtt_ms, self.objective) for c in self.choices]
         return min(range(len(lat)), key=lambda i: (lat[i], -self.choices[i].split))
 
     def codec_threshold(self, split: int) -> float | None:
@@ -178,7 +228,8 @@ class SplitPlan:
     def to_record(self) -> dict[str, Any]:
         """The manifest's ``split`` (strict JSON: a non-finite number becomes null)."""
         return _finite({"rtt_ms": self.rtt_ms, "budget_pp": self.budget_pp,
-                        "default": self.default, "codec_bits": list(self.codec_bits),
+                        "objective": self.objective, "default": self.default,
+                        "codec_bits": list(self.codec_bits),
                         "choices": [c.to_dict() for c in self.choices],
                         "boundaries": [[bw, c] for bw, c in self.boundaries()],
                         "table": list(self.table), "info": self.info or {}})
@@ -192,13 +243,15 @@ class SplitPlan:
                        float(d["rtt_ms"]),
                        tuple(None if b is None else float(b) for b in d["codec_bits"]),
                        int(d.get("default", 0)), float(d.get("budget_pp", 0.0)),
-                       tuple(d.get("table", ())), dict(d.get("info") or {}))
+                       tuple(d.get("table", ())), dict(d.get("info") or {}),
+                       str(d.get("objective", "mean")))
         except (KeyError, TypeError, ValueError, UsageError) as exc:
             raise ManifestError(f"manifest: the split plan is malformed ({exc}); run eeopt "
                                 "plan-split again") from None
         bad = [c for c in plan.choices if not 0 <= c.split <= num_stages
                or len(c.thresholds) != num_gated or len(c.costs.device_ms) != num_stages]
-        if not plan.choices or bad or not 0 <= plan.default < len(plan.choices):
+        if (not plan.choices or bad or not 0 <= plan.default < len(plan.choices)
+                or plan.objective not in OBJECTIVES):
             raise ManifestError("manifest: the split plan does not fit this program's stages; "
                                 "run eeopt plan-split again")
         return plan

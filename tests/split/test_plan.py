@@ -45,3 +45,29 @@ def test_bad_costs_are_refused() -> None:
         SplitCosts((1.0,), (1.0,), (1.0, 0.0), edge_speedup=0.0)
     with pytest.raises(UsageError, match="bandwidth"):
         plan_split(COSTS, 0.0, 1.0)
+
+
+def test_row_latencies_and_percentiles_by_hand() -> None:
+    from eeopt.split import SplitChoice, SplitPlan, latency_ms, row_latencies
+
+    # all on the device: rows leave after 2, 6 and 14 ms, 60/20/20%
+    assert row_latencies(COSTS, 3, 1e7, 20.0) == pytest.approx([(2.0, 0.6), (6.0, 0.2),
+                                                                (14.0, 0.2)])
+    assert latency_ms(COSTS, 3, 1e7, 20.0, "p50") == 2.0
+    assert latency_ms(COSTS, 3, 1e7, 20.0, "p90") == 14.0
+    # the weighted mean of the rows' latencies is the expected latency, at every split
+    for split in range(4):
+        rows = row_latencies(COSTS, split, 1e7, 20.0)
+        assert sum(ms * w for ms, w in rows) == pytest.approx(expected_ms(COSTS, split, 1e7,
+                                                                          20.0))
+    with pytest.raises(UsageError, match="objective"):
+        latency_ms(COSTS, 3, 1e7, 20.0, "p42")
+    # a device whose first exit takes most rows in 30 ms, the rest in 60 ms, against an edge
+    # that answers every row in 40 ms: the mean prefers the edge, the median the device
+    slow = SplitCosts.from_exit_fractions((30.0, 30.0), (0.6, 0.4), (100.0, 100.0, 0.0), 10.0)
+    edge, device = SplitChoice(0, (0.5,), slow), SplitChoice(2, (0.5,), slow)
+    assert edge.expected_ms(1e9, 34.0) < device.expected_ms(1e9, 34.0)
+    by_mean = SplitPlan((edge, device), 34.0, (None, None, None))
+    by_p50 = SplitPlan((edge, device), 34.0, (None, None, None), objective="p50")
+    assert by_mean.best(1e9) == 0 and by_p50.best(1e9) == 1
+    assert SplitPlan.from_record(by_p50.to_record(), 2, 1).objective == "p50"

@@ -43,12 +43,13 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, n
     before = program_hash(root / "p")
     args = [str(root / "p"), "--calib", str(root / "calib.npz"), "--device-ms", "5,5,5",
             "--edge-speedup", "4", "--bandwidths", "1,1000", "--budget", "2"]
-    dry = _eeopt("plan-split", *args, "--dry-run")
+    dry = _eeopt("plan-split", *args, "--dry-run", "--objective", "p50")
     assert dry.returncode == 0, dry.stderr
     assert "dry run" in dry.stdout and program_hash(root / "p") == before
+    assert "p50 ms" in dry.stdout
     done = _eeopt("plan-split", *args)
     assert done.returncode == 0, done.stderr
-    assert "expected ms" in done.stdout and "recorded in" in done.stdout
+    assert "mean ms" in done.stdout and "recorded in" in done.stdout
     assert program_hash(root / "p") != before
     return root / "p", feeds, labels
 
@@ -59,6 +60,7 @@ def test_the_plan_is_in_the_manifest(planned: Any) -> None:
     rec = manifest["split"]
     assert [r["bandwidth_bps"] for r in rec["table"]] == [1e6, 1e9]
     assert rec["info"]["device"] == "given" and rec["info"]["edge_speedup"] == 4
+    assert rec["objective"] == "mean"
     plan = SplitPlan.of_manifest(eeopt.load(path).manifest)
     assert plan is not None and len(plan.codec_bits) == 4
     shown = _eeopt("inspect", str(path))

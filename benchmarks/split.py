@@ -313,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
                          "choice": e["choice"],
                          "thresholds": list(plan.choices[e["choice"]].thresholds)}
                         for e in trow["plans"]]
-                picked = {"mean": plan.best(bw), "p50": by_p50.best(bw)}
+                picked = {"mean": plan.best(bw * 1e6), "p50": by_p50.best(bw * 1e6)}
+                assert picked["mean"] == trow["choice"]  # the plan's own table
                 for obj, idx in picked.items():  # a choice planned at another bandwidth
                     if idx not in [r["choice"] for r in runs]:
                         c = plan.choices[idx]

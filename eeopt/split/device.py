@@ -91,6 +91,12 @@ class LinkMonitor:
         return bw
 
     @property
+    def ready(self) -> bool:
+        """Whether the estimate rests on a majority of a full window (the first samples of a
+        new connection are the least reliable)."""
+        return len(self._bw) > (self._bw.maxlen or 1) // 2
+
+    @property
     def rtt_ms(self) -> float | None:
         return 1e3 * min(self._rtt) if self._rtt else None
 
@@ -199,6 +205,7 @@ class EdgeClient:
         self._seen = 0
         self._down_for, self._retry_at = 0.0, 0.0
         self._lock = threading.Lock()
+        self._link_lock = threading.Lock()
         self._closing = threading.Event()
         self._channel = self.grpc.insecure_channel(
             edge, options=[("grpc.max_send_message_length", max_request_bytes),
@@ -236,11 +243,15 @@ class EdgeClient:
         started = time.monotonic()
         for attempt in range(self.retries + 1):
             try:
-                t0 = time.perf_counter()
-                if self.added_rtt_s:
-                    time.sleep(self.added_rtt_s)
-                resp, call = stub.with_call(payload, timeout=self.timeout_s, metadata=metadata)
-                seconds = time.perf_counter() - t0
+                # one exchange on the link at a time: a probe that overlapped a request would
+                # make both measure half the link
+                with self._link_lock:
+                    t0 = time.perf_counter()
+                    if self.added_rtt_s:
+                        time.sleep(self.added_rtt_s)
+                    resp, call = stub.with_call(payload, timeout=self.timeout_s,
+                                                metadata=metadata)
+                    seconds = time.perf_counter() - t0
                 edge_ms = float(dict(call.trailing_metadata() or ()).get(EDGE_MS, 0.0))
                 self.edge_up = True
                 return _Call(resp, seconds, edge_ms)
@@ -300,8 +311,9 @@ class EdgeClient:
                 continue
 
     def _adapt(self) -> None:
-        """Let the chooser move on each new link estimate."""
-        if self.chooser is None or self.monitor.samples == self._seen:
+        """Let the chooser move on each new link estimate, once the monitor is ready."""
+        if (self.chooser is None or self.monitor.samples == self._seen
+                or not self.monitor.ready):
             return
         self._seen = self.monitor.samples
         bw = self.monitor.bandwidth_bps

@@ -35,13 +35,14 @@ def test_the_monitor_takes_the_rtt_out_and_treats_short_transfers_as_bounds() ->
     assert m.add_transfer(50_000, 0.011) is None  # a bound is no first estimate
     # 10 KB in 10 ms of wire time: 8 Mbit/s
     assert m.add_transfer(10_000, 0.020) == pytest.approx(8e6)
+    assert not m.ready  # one sample of a window of three
     assert m.bandwidth_bps == pytest.approx(8e6)
     # too short to measure (1 ms of wire < RTT / 4): below the estimate it says nothing...
     assert m.add_transfer(100, 0.011) is None
     # ...above it, it is a lower bound that corrects the estimate
     assert m.add_transfer(50_000, 0.011) == pytest.approx(8 * 50_000 / 0.0025)
     m.add_transfer(10_000, 0.020)
-    assert m.bandwidth_bps == pytest.approx(8e6)  # the median of the last three
+    assert m.ready and m.bandwidth_bps == pytest.approx(8e6)  # the median of the last three
 
 
 def test_the_plan_picks_the_edge_on_a_fast_link_and_the_device_on_a_slow_one() -> None:

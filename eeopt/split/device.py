@@ -57,12 +57,14 @@ class LinkMonitor:
     small exchanges; ``bandwidth_bps`` the median of the last ``window`` transfers, each
     ``8 * bytes / (seconds - rtt)`` (the edge's own compute time taken out first).
 
-    A transfer whose wire time is under a quarter of the RTT is too short to measure: it only
-    says the link is at least ``8 * bytes / (rtt / 4)`` fast, which counts when it is above the
-    current estimate (the estimate was too low) and is dropped otherwise (and before the first
-    real estimate)."""
+    A transfer under ``min_bytes``, or whose wire time is under a quarter of the RTT, is too
+    short to measure (its time is mostly fixed costs, and a shaper lets a small burst through
+    unshaped): it only says the link is at least ``8 * bytes / (rtt / 4)`` fast when its wire
+    time is that short, which counts when it is above the current estimate (the estimate was
+    too low); otherwise it is dropped (and always before the first real estimate)."""
 
-    def __init__(self, window: int = 5) -> None:
+    def __init__(self, window: int = 5, min_bytes: int = 4096) -> None:
+        self.min_bytes = int(min_bytes)
         self._rtt: deque[float] = deque(maxlen=window)
         self._bw: deque[float] = deque(maxlen=window)
         self.samples = 0
@@ -83,6 +85,8 @@ class LinkMonitor:
             current = self.bandwidth_bps
             if current is None or bw <= current:  # a bound is no first estimate
                 return None
+        elif nbytes < self.min_bytes:
+            return None
         else:
             bw = 8.0 * nbytes / wire
         self._bw.append(bw)

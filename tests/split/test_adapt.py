@@ -39,6 +39,8 @@ def test_the_monitor_takes_the_rtt_out_and_treats_short_transfers_as_bounds() ->
     assert m.bandwidth_bps == pytest.approx(8e6)
     # too short to measure (1 ms of wire < RTT / 4): below the estimate it says nothing...
     assert m.add_transfer(100, 0.011) is None
+    # ...nor does a small transfer, whatever its time (a shaper's burst, fixed costs)
+    assert m.add_transfer(1000, 0.030) is None
     # ...above it, it is a lower bound that corrects the estimate
     assert m.add_transfer(50_000, 0.011) == pytest.approx(8 * 50_000 / 0.0025)
     m.add_transfer(10_000, 0.020)

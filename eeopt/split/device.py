@@ -247,15 +247,15 @@ class EdgeClient:
         started = time.monotonic()
         for attempt in range(self.retries + 1):
             try:
-                # one exchange on the link at a time: a probe that overlapped a request would
+                if self.added_rtt_s:  # propagation: it does not hold the link
+                    time.sleep(self.added_rtt_s)
+                # one transfer on the link at a time: a probe that overlapped a request would
                 # make both measure half the link
                 with self._link_lock:
                     t0 = time.perf_counter()
-                    if self.added_rtt_s:
-                        time.sleep(self.added_rtt_s)
                     resp, call = stub.with_call(payload, timeout=self.timeout_s,
                                                 metadata=metadata)
-                    seconds = time.perf_counter() - t0
+                    seconds = time.perf_counter() - t0 + self.added_rtt_s
                 edge_ms = float(dict(call.trailing_metadata() or ()).get(EDGE_MS, 0.0))
                 self.edge_up = True
                 return _Call(resp, seconds, edge_ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import Any
 
 from eeopt.cli.common import in_flags, positive_int
@@ -37,6 +38,9 @@ def add_parser(sub: Any) -> argparse.ArgumentParser:
 @in_flags
 def run(args: argparse.Namespace) -> int:
     """Run ``eeopt edge``; returns the exit status."""
+    # gRPC's core logs a failed bind itself, a second line beside eeopt's; quiet unless asked
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
     def ready(server: Any) -> None:
         print(f"eeopt edge: serving {args.program} (program {server.hash[:12]}, "
               f"{server.program.num_exits} stages) on {server.address}; Ctrl-C stops",

@@ -71,7 +71,9 @@ class EdgeServer:
         self._server = g.server(
             ThreadPoolExecutor(max_workers=workers),
             options=[("grpc.max_receive_message_length", self.max_request_bytes),
-                     ("grpc.max_send_message_length", 1 << 30)])
+                     ("grpc.max_send_message_length", 1 << 30),
+                     # a port another process serves is an error, not a shared port
+                     ("grpc.so_reuseport", 0)])
         handlers = {"Hello": g.unary_unary_rpc_method_handler(self._hello),
                     "Run": g.unary_unary_rpc_method_handler(self._run)}
         self._server.add_generic_rpc_handlers(

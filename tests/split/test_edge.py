@@ -158,6 +158,14 @@ def test_an_oversized_request_is_refused(programs: Any) -> None:
         e.stop()
 
 
+def test_a_port_in_use_is_one_line(programs: Any, edge: Edge) -> None:
+    busy = subprocess.run([sys.executable, "-m", "eeopt", "edge", str(programs[0].path),
+                           "--listen", edge.address], capture_output=True, text=True,
+                          timeout=60)
+    assert busy.returncode == 2 and busy.stderr.count("\n") == 1
+    assert "cannot listen on" in busy.stderr and "--listen" in busy.stderr
+
+
 def test_bad_client_settings_are_one_line(programs: Any) -> None:
     prog = programs[0]
     for kw, msg in [({"split": 9}, "split"), ({"split": 1, "codec": "zip"}, "codec"),

@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     n = next(iter(feeds.values())).shape[0] if feeds else 0
     bs = args.batch_size or max(n, 1)
     if args.edge is not None:
-        res = _run_split(program, feeds, n, bs, args)
+        res = _run_split(program, feeds, bs, args)
     else:
         res = program.run_in_batches(feeds, bs, thresholds=args.thresholds, progress=n > bs,
                                      buckets=False if args.no_buckets or bs >= n else None)
@@ -117,25 +117,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_split(program: Any, feeds: dict[str, np.ndarray], n: int, bs: int,
-               args: argparse.Namespace) -> Any:
-    """``eeopt run --edge``: batches of ``bs`` rows through an ``EdgeClient``."""
+def _run_split(program: Any, feeds: dict[str, np.ndarray], bs: int,
+               args: argparse.Namespace) -> Result:
+    """``eeopt run --edge``: batches of ``bs`` rows in order through an ``EdgeClient``."""
     if args.thresholds is not None and args.split is None:
         raise UsageError("--thresholds with --edge needs --split (the split plan brings its "
                          "own thresholds)")
     client = program.connect_edge(args.edge, split=args.split, thresholds=args.thresholds,
                                   fallback=args.fallback, codec=args.codec,
                                   timeout_s=args.edge_timeout)
-    axes = program.manifest.batch_axes()
-    logits = np.empty((n, program.num_classes), np.float32)
-    exits = np.empty((n,), np.int64)
     try:
-        for start in range(0, n, bs):
-            rows = np.arange(start, min(start + bs, n))
-            chunk = {k: v if axes.get(k, 0) is None else np.take(v, rows, axis=axes.get(k, 0))
-                     for k, v in feeds.items()}
-            r = client.run(chunk)
-            logits[start:start + bs], exits[start:start + bs] = r.logits, r.exit
+        res = program.run_in_batches(feeds, bs, buckets=False, edge=args.edge)
     finally:
         client.close()
     st = client.stats
@@ -144,7 +136,7 @@ def _run_split(program: Any, feeds: dict[str, np.ndarray], n: int, bs: int,
           f"crossed ({st['bytes_sent']:,} bytes sent), split at stage {split}"
           + (f", {st['local_fallbacks']} run locally (edge down)" if st["local_fallbacks"]
              else ""))
-    return Result(logits, exits)
+    return res  # type: ignore[no-any-return]
 
 
 def _feeds(program: Any, data: dict[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:

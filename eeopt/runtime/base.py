@@ -20,7 +20,7 @@ from eeopt.kernels.reference import check_run_threshold
 from eeopt.program import Manifest, TensorSpec
 
 __all__ = ["Inputs", "InputChecker", "Part", "Program", "Result", "StageCall", "check_inputs",
-           "check_right_padding", "trim_axis"]
+           "check_right_padding", "take_rows", "trim_axis"]
 
 Inputs = np.ndarray | Mapping[str, np.ndarray]
 
@@ -148,6 +148,14 @@ def trim_axis(arr: np.ndarray, axis: int, length: int,
     if rows is not None:
         index[0] = rows
     return np.ascontiguousarray(arr[tuple(index)])
+
+
+def take_rows(feeds: Mapping[str, np.ndarray], rows: np.ndarray,
+              axes: Mapping[str, int | None]) -> dict[str, np.ndarray]:
+    """``feeds``' ``rows``, each array taken along its batch axis (``Manifest.batch_axes``;
+    0 when not listed); an array with no batch axis is passed whole."""
+    return {k: v if axes.get(k, 0) is None else np.take(v, rows, axis=axes.get(k, 0))
+            for k, v in feeds.items()}
 
 
 def trim_to_longest(feeds: Mapping[str, np.ndarray], mask: str, axes: Mapping[str, int]
@@ -401,11 +409,12 @@ class Program(abc.ABC):
 
     def run_in_batches(self, x: Any, batch_size: int, *, buckets: bool | None = None,
                        thresholds: float | Sequence[float] | None = None,
-                       progress: bool = False) -> Result:
+                       progress: bool = False, edge: str | None = None) -> Result:
         """``run`` over ``batch_size`` rows at a time; every row comes back in its original
         order. ``buckets`` (default: whether the program trims padding): group rows of
         similar length into the same batch (stable sort by length), so that trimming cuts each
-        batch to its own longest row instead of the longest of the whole input."""
+        batch to its own longest row instead of the longest of the whole input. ``edge``: each
+        batch a split run with the edge server there (``run(x, edge=...)``)."""
         feeds, n = self._feeds(x)
         if batch_size < 1:
             raise UsageError(f"{{batch_size}} must be >= 1, got {batch_size}")
@@ -425,9 +434,7 @@ class Program(abc.ABC):
             starts = tqdm(starts, desc="eeopt run", unit="batch", disable=None)  # type: ignore[assignment]
         for start in starts:
             rows = order[start:start + batch_size]
-            chunk = {k: v if axes.get(k, 0) is None else np.take(v, rows, axis=axes.get(k, 0))
-                     for k, v in feeds.items()}
-            res = self.run(chunk, thresholds=thresholds)
+            res = self.run(take_rows(feeds, rows, axes), thresholds=thresholds, edge=edge)
             logits[rows] = res.logits
             exits[rows] = res.exit
         return Result(logits, exits)

@@ -35,7 +35,7 @@ from eeopt.errors import UsageError
 from eeopt.planning import Calibration, plan_exits
 from eeopt.program import load_manifest, write_file
 from eeopt.runtime import Program
-from eeopt.runtime.base import trim_to_longest
+from eeopt.runtime.base import take_rows, trim_to_longest
 from eeopt.split._wire import ROWS
 from eeopt.split.codec import (
     CodecStats,
@@ -80,22 +80,16 @@ def _policy(program: Program) -> str:
     return next(iter(policies))
 
 
-def _rows(feeds: Mapping[str, np.ndarray], idx: np.ndarray, axes: Mapping[str, Any]
-          ) -> dict[str, np.ndarray]:
-    return {k: v if axes.get(k, 0) is None else np.take(v, idx, axis=axes.get(k, 0))
-            for k, v in feeds.items()}
-
-
 def _typical_row(program: Program, feeds: Mapping[str, np.ndarray], axes: Mapping[str, Any]
                  ) -> dict[str, np.ndarray]:
     """The first row, or for a program that trims padding, the row of median length cut to
     its tokens (as the runtime runs it)."""
     seq = program.manifest.sequence
     if seq is None or not program.trim_padding:
-        return _rows(feeds, np.arange(1), axes)
+        return take_rows(feeds, np.arange(1), axes)
     lengths = np.count_nonzero(feeds[seq.mask], axis=1)
     i = int(np.argsort(lengths, kind="stable")[lengths.size // 2])
-    return trim_to_longest(_rows(feeds, np.array([i]), axes), seq.mask, seq.axes)[0]
+    return trim_to_longest(take_rows(feeds, np.array([i]), axes), seq.mask, seq.axes)[0]
 
 
 def _time_stages(program: Program, row: Mapping[str, np.ndarray], min_s: float) -> list[float]:
@@ -130,7 +124,7 @@ def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.
     # in chunks: a whole calibration set in one call grows every session's memory arena
     chunks = [np.arange(i, min(i + chunk_rows, n)) for i in range(0, n, chunk_rows)]
     say(f"running every exit on {n} calibration rows")
-    parts = [program.run_all(_rows(feeds, idx, axes)) for idx in chunks]
+    parts = [program.run_all(take_rows(feeds, idx, axes)) for idx in chunks]
     calib = Calibration(tuple(np.concatenate([np.asarray(p[e], np.float32) for p in parts])
                               for e in range(k)), labels)
     off = [OFF[policy]] * (k - 1)
@@ -146,7 +140,7 @@ def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.
                     ) -> float:
         sizes = []
         for i in sample:
-            row = _rows(feeds, np.array([i]), axes)
+            row = take_rows(feeds, np.array([i]), axes)
             carried = row if split == 0 else program.run_stages(row, 0, split,
                                                                 thresholds=off).carried
             sizes.append(len(encode({**carried, ROWS: np.array([i], np.int64)},
@@ -160,7 +154,7 @@ def measure_split(program: Program, feeds: Mapping[str, np.ndarray], labels: np.
     base = float(calib.correct()[-1].mean())
     for split in range(1, k):
         say(f"split {split}: measuring the codec's accuracy cost on the carried tensors")
-        carried = [program.run_stages(_rows(feeds, idx, axes), 0, split,
+        carried = [program.run_stages(take_rows(feeds, idx, axes), 0, split,
                                       thresholds=off).carried for idx in chunks]
 
         def accuracy(methods: Callable[[dict[str, np.ndarray]], dict[str, str]],

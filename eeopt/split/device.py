@@ -216,7 +216,6 @@ class EdgeClient:
                            ("grpc.max_receive_message_length", 1 << 30)])
         self._hello = self._channel.unary_unary(HELLO)
         self._run = self._channel.unary_unary(RUN)
-        self.edge_up = False
         try:
             self.hello()
         except BackendUnavailableError:
@@ -257,7 +256,6 @@ class EdgeClient:
                                                 metadata=metadata)
                     seconds = time.perf_counter() - t0 + self.added_rtt_s
                 edge_ms = float(dict(call.trailing_metadata() or ()).get(EDGE_MS, 0.0))
-                self.edge_up = True
                 return _Call(resp, seconds, edge_ms)
             except g.RpcError as exc:
                 code = exc.code()
@@ -265,7 +263,6 @@ class EdgeClient:
                     time.sleep(min(0.05 * 2 ** attempt, 0.5))
                     continue
                 if code in retryable:
-                    self.edge_up = False
                     raise BackendUnavailableError(
                         f"the edge at {self.edge} did not answer ({code.name}) after "
                         f"{attempt + 1} tries in {time.monotonic() - started:.1f} s: start it "

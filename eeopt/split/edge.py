@@ -94,9 +94,6 @@ class EdgeServer:
     def stop(self, grace_s: float = 2.0) -> None:
         self._server.stop(grace_s).wait()
 
-    def wait(self) -> None:
-        self._server.wait_for_termination()
-
     # ------------------------------------------------------------------ handlers
     def _refuse(self, context: Any, code: Any, why: str, reason: str) -> None:
         with self._lock:
